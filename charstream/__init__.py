@@ -1,0 +1,10 @@
+"""charstream: learn a character-level RNN from a stream of text and write text back one character at a time."""
+from . import _rnn_step  # the compiled kernel; there is no pure-Python fallback
+from .errors import CharstreamError, CharstreamWarning, ModelFileError, NonFiniteError
+from .model import Model
+from .store import load
+from .trainer import Record, Trainer
+
+__version__ = "0.1.0"
+__all__ = ["Model", "Trainer", "Record", "load", "CharstreamError", "CharstreamWarning",
+           "ModelFileError", "NonFiniteError"]

@@ -1,0 +1,23 @@
+"""The `charstream` command: a thin click group over the library, one module per command."""
+import click
+
+from .. import __version__
+from .corpus import corpus
+from .generate import generate
+from .train import train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="charstream")
+def main():
+    """Learn a character-level RNN from a stream of text and write text back one character at a time.
+
+    \b
+    Example:
+      charstream corpus | charstream train -
+      charstream generate --seed "To be" --length 300
+    """
+
+
+for command in (train, generate, corpus):
+    main.add_command(command)

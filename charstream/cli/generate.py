@@ -1,0 +1,51 @@
+"""`charstream generate`: write the seed and a sampled continuation to stdout as it is produced."""
+import sys
+
+import click
+
+from .common import fail, load_model, model_option, quiet_exit, resolve_model_path, show_warnings
+
+
+@click.command()
+@model_option
+@click.option("--seed", default="", help="Text that primes the hidden state; it is printed first.")
+@click.option("--length", type=click.IntRange(min=0), default=None,
+              help="Characters to write after the seed (default: no end).")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Below 1 is more conservative, above 1 more adventurous.")
+@click.option("--random-seed", type=int, default=None, help="Same seed, same text.")
+def generate(model_path, seed, length, temperature, random_seed):
+    """Write SEED then text sampled from the model to stdout, one character after another.
+
+    \b
+    Examples:
+      charstream generate --seed "To be" --length 500
+      charstream generate --seed "To be" | less
+      charstream generate --temperature 0.7 --random-seed 1 | head -c 100
+    """
+    show_warnings()
+    model = load_model(resolve_model_path(model_path))
+    try:
+        blocks = model.generate_blocks(seed, temperature, random_seed)
+    except ValueError as e:
+        raise fail(e)
+    out = sys.stdout.buffer
+    try:
+        out.write(seed.encode("utf-8", "surrogateescape"))
+        out.flush()
+        left = length
+        for block in blocks:
+            if left is not None:
+                block = block[:left]
+                left -= len(block)
+            out.write(block.encode("utf-8"))
+            out.flush()
+            if left == 0:
+                break
+        if length is not None:
+            out.write(b"\n")
+            out.flush()
+    except BrokenPipeError:
+        quiet_exit(0)
+    except KeyboardInterrupt:
+        quiet_exit(130)

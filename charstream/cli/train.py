@@ -1,0 +1,139 @@
+"""`charstream train`: learn from paths or stdin as the text arrives, saving as it goes."""
+import os
+import time
+
+import click
+
+from ..errors import CharstreamError
+from ..model import Model
+from ..progress import Progress
+from ..sources import chain_sources, check_source, with_idle
+from ..store import save
+from ..trainer import Trainer
+from .common import (Terminated, fail, load_model, model_option, sigterm_raises, resolve_model_path,
+                     show_warnings)
+
+
+@click.command()
+@click.argument("sources", nargs=-1, metavar="[SOURCE ...]")
+@model_option
+@click.option("--hidden-size", type=click.IntRange(min=1), default=None,
+              help="Hidden units H of a new model (default 100).")
+@click.option("--seq-length", type=click.IntRange(min=1), default=None,
+              help="Characters per truncated-backprop chunk (default 25, or the model's).")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Adagrad learning rate (default 0.1, or the model's).")
+@click.option("--random-seed", type=int, default=None, help="Seed of a new model's weights.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              metavar="SECONDS", help="Save the model this often while training (0: only at the end).")
+@click.option("--report-every", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              metavar="SECONDS", help="Print progress to stderr this often.")
+@click.option("--sample-every", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              metavar="SECONDS", help="Print a sample of the live model this often (0: never).")
+def train(sources, model_path, hidden_size, seq_length, learning_rate, random_seed, checkpoint_every,
+          report_every, sample_every):
+    """Train a model on SOURCEs (paths, or - for stdin; stdin by default) as the text arrives.
+
+    A new model is created unless the model file exists, in which case training resumes it exactly
+    where it stopped. The model is saved at the end of the stream, every --checkpoint-every seconds
+    and on Ctrl-C. Progress goes to stderr.
+
+    \b
+    Examples:
+      charstream corpus | charstream train -
+      charstream train notes.txt more-notes.txt --model notes.npz
+      tail -f app.log | charstream train - --model log.npz --checkpoint-every 30
+    """
+    show_warnings()
+    sources = sources or ("-",)
+    try:
+        for source in sources:
+            check_source(source)
+    except CharstreamError as e:
+        raise fail(e)
+    path = resolve_model_path(model_path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(path):
+        model = load_model(path)
+        if hidden_size is not None and hidden_size != model.hidden_size:
+            raise click.BadParameter(
+                f"{path} has hidden size {model.hidden_size}; a new size needs a new --model path",
+                param_hint="--hidden-size")
+        if random_seed is not None:
+            click.echo(f"Warning: --random-seed only seeds new models; {path} already exists", err=True)
+    else:
+        if not os.path.isdir(folder):
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise click.ClickException(f"cannot create {folder}: {e.strerror}") from None
+        model = Model("", hidden_size or 100, seed=random_seed)
+    if not os.access(folder, os.W_OK):
+        raise click.ClickException(f"{folder}: permission denied: the model could not be saved there")
+    trainer = Trainer(model, seq_length, learning_rate)
+
+    seen0, chunks0 = model.state.chars_seen, model.state.chunks
+    progress = Progress(model, every=report_every, sample_every=sample_every)
+    checkpoint = Checkpoint(model, path, checkpoint_every)
+    record = None
+    try:
+        with sigterm_raises():
+            stream = with_idle(chain_sources(sources), checkpoint_every or None, checkpoint.maybe)
+            for record in trainer.train(stream):
+                now = time.monotonic()
+                progress.update(record, now)
+                checkpoint.maybe(now)
+    except (KeyboardInterrupt, Terminated) as e:
+        progress.close_line()
+        code = 143 if isinstance(e, Terminated) else 130
+        if model.state.chars_seen > seen0:
+            checkpoint.save()
+            click.echo(f"interrupted: saved model to {path}", err=True)
+        else:
+            click.echo("interrupted before any text arrived: nothing saved", err=True)
+        raise SystemExit(code)
+    except CharstreamError as e:
+        progress.close_line()
+        raise fail(e)
+    except OSError as e:
+        progress.close_line()
+        raise click.ClickException(f"reading input failed: {e.strerror or e}") from None
+    if model.state.chars_seen == seen0:
+        raise click.ClickException(f"no text to train on: {', '.join(sources)} gave no characters; "
+                                   f"the model was not changed")
+    if record is not None:
+        progress.report(record)
+    progress.close_line()
+    checkpoint.save()
+    st = model.state
+    click.echo(f"saved model to {path} (V={model.vocab_size}, H={model.hidden_size}, "
+               f"{st.chunks - chunks0:,} chunks trained now, {st.chunks:,} in all)", err=True)
+
+
+class Checkpoint:
+    """Saves the model every `every` seconds (0: never) when there is something new to save."""
+
+    def __init__(self, model, path, every):
+        self.model, self.path, self.every = model, path, every
+        self.last = time.monotonic()
+        self.saved_seen = model.state.chars_seen
+
+    def maybe(self, now=None):
+        now = time.monotonic() if now is None else now
+        if self.every and now - self.last >= self.every and self.model.state.chars_seen > self.saved_seen:
+            self.save()
+
+    def save(self):
+        _save(self.model, self.path)
+        self.last = time.monotonic()
+        self.saved_seen = self.model.state.chars_seen
+
+
+def _save(model, path):
+    try:
+        save(model, path)
+    except CharstreamError as e:
+        raise fail(e)
+    except OSError as e:
+        raise click.ClickException(f"saving {path} failed, the previous model is intact: "
+                                   f"{e.strerror or e}") from None

@@ -1,0 +1,17 @@
+"""The exceptions charstream raises for problems a user can cause and fix."""
+
+
+class CharstreamError(Exception):
+    """A problem with the user's input, files or options; its message is one line."""
+
+
+class ModelFileError(CharstreamError):
+    """A model file that is missing, unreadable, corrupt, foreign or from a newer version."""
+
+
+class NonFiniteError(CharstreamError):
+    """Training produced a loss or parameter that is NaN or infinite."""
+
+
+class CharstreamWarning(UserWarning):
+    """Input that can still be used, after a documented repair (e.g. invalid UTF-8 replaced)."""

@@ -1,0 +1,177 @@
+"""Model files: one `.npz` of plain arrays (never pickles), written atomically and validated on load."""
+import json
+import math
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .errors import ModelFileError
+from .model import PARAM_NAMES, Model, TrainState
+from .vocab import MAX_CODEPOINT, to_text
+
+FORMAT = "charstream-model"
+FORMAT_VERSION = 1
+
+
+def save(model, path):
+    """Write `model` to `path` via a temporary file in the same folder, fsync'd, then renamed over it:
+    a crash at any moment leaves either the old file or the new one."""
+    path = os.fspath(path)
+    arrays = _to_arrays(model)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".charstream-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _to_arrays(model):
+    st = model.state
+    for k, v in list(model.params.items()) + list(st.mem.items()) + [("hprev", st.hprev)]:
+        if not np.isfinite(v).all():
+            raise ModelFileError(f"refusing to save: {k} has NaN or infinite values")
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "hidden_size": model.hidden_size,
+        "seq_length": st.seq_length,
+        "learning_rate": st.learning_rate,
+        "chunks": st.chunks,
+        "chars_seen": st.chars_seen,
+        "smooth_loss": None if math.isnan(st.smooth_loss) else st.smooth_loss,
+        "rng": model.rng.bit_generator.state,
+    }
+    arrays = {"meta": np.array(json.dumps(meta)),
+              "vocab": np.array([ord(c) for c in model.vocab], dtype=np.uint32),
+              "hprev": st.hprev, "tail": np.asarray(st.tail, dtype=np.uint32)}
+    for k in PARAM_NAMES:
+        arrays[k] = model.params[k]
+        arrays["m" + k] = st.mem[k]
+    return arrays
+
+
+def load(path):
+    """Read a model written by `save`; raise ModelFileError saying what is wrong with anything else."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"{path}: no such model file")
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: is a directory, not a model file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic != b"PK\x03\x04":
+            raise ModelFileError(f"{path}: not a charstream model (not an .npz archive)"
+                                 + (": the file is empty" if not magic else ""))
+        with np.load(path, allow_pickle=False) as z:
+            names = set(z.files)
+            if "meta" not in names:
+                raise ModelFileError(f"{path}: not a charstream model (no 'meta' entry)")
+            arrays = {k: z[k] for k in names}
+    except ModelFileError:
+        raise
+    except PermissionError:
+        raise ModelFileError(f"{path}: permission denied") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise ModelFileError(f"{path}: not a charstream model (unreadable: {e})") from None
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise ModelFileError(f"{path}: holds pickled objects, which charstream never loads") from None
+        raise ModelFileError(f"{path}: corrupt model file ({e})") from None
+    except Exception as e:  # zlib.error, KeyError, struct.error from a torn archive
+        raise ModelFileError(f"{path}: corrupt model file ({type(e).__name__}: {e})") from None
+    return _from_arrays(path, arrays)
+
+
+def _from_arrays(path, a):
+    def bad(msg):
+        return ModelFileError(f"{path}: {msg}")
+
+    try:
+        meta = json.loads(str(a["meta"][()]))
+    except Exception:
+        raise bad("not a charstream model (unreadable 'meta')") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise bad("not a charstream model (wrong format tag)")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise bad("corrupt model file (no format version)")
+    if version > FORMAT_VERSION:
+        raise bad(f"written by a newer charstream (format {version}; this one reads up to {FORMAT_VERSION})")
+    missing = [k for k in ("vocab", "hprev", "tail") + PARAM_NAMES + tuple("m" + k for k in PARAM_NAMES)
+               if k not in a]
+    if missing:
+        raise bad(f"corrupt model file (missing {', '.join(missing)})")
+    try:
+        H = int(meta["hidden_size"])
+        T = int(meta["seq_length"])
+        lr = float(meta["learning_rate"])
+        chunks, chars_seen = int(meta["chunks"]), int(meta["chars_seen"])
+        smooth = math.nan if meta["smooth_loss"] is None else float(meta["smooth_loss"])
+        rng_state = meta["rng"]
+    except (KeyError, TypeError, ValueError):
+        raise bad("corrupt model file (bad 'meta')") from None
+    if H < 1 or T < 1 or not (lr > 0 and math.isfinite(lr)) or chunks < 0 or chars_seen < 0:
+        raise bad("corrupt model file (out-of-range hyperparameters)")
+    vocab = a["vocab"]
+    if vocab.dtype != np.uint32 or vocab.ndim != 1:
+        raise bad(f"corrupt model file (vocab must be 1-D uint32, got {vocab.dtype} {vocab.shape})")
+    if len(np.unique(vocab)) != len(vocab) or (vocab >= MAX_CODEPOINT).any():
+        raise bad("corrupt model file (vocab has repeated or invalid characters)")
+    V = len(vocab)
+    shapes = {"Wxh": (H, V), "Whh": (H, H), "Why": (V, H), "bh": (H,), "by": (V,)}
+    for k, shape in shapes.items():
+        for name in (k, "m" + k):
+            _check_array(bad, name, a[name], shape)
+    _check_array(bad, "hprev", a["hprev"], (H,))
+    tail = a["tail"]
+    if tail.dtype != np.uint32 or tail.ndim != 1 or (tail >= MAX_CODEPOINT).any():
+        raise bad("corrupt model file (tail must be 1-D uint32 code points)")
+    for k in PARAM_NAMES:
+        if (a["m" + k] < 0).any():
+            raise bad(f"corrupt model file (m{k} has negative Adagrad memory)")
+
+    model = Model.__new__(Model)
+    from .vocab import Vocab
+    try:
+        model._vocab = Vocab(list(to_text(vocab)))
+    except (UnicodeDecodeError, ValueError):
+        raise bad("corrupt model file (vocab is not valid text)") from None
+    model.rng = np.random.default_rng()
+    try:
+        model.rng.bit_generator.state = rng_state
+    except Exception:
+        raise bad("corrupt model file (bad random generator state)") from None
+    model.params = {k: np.ascontiguousarray(a[k]) for k in PARAM_NAMES}
+    model.state = TrainState(mem={k: np.ascontiguousarray(a["m" + k]) for k in PARAM_NAMES},
+                             hprev=np.ascontiguousarray(a["hprev"]), tail=tail.copy(), seq_length=T,
+                             learning_rate=lr, chunks=chunks, chars_seen=chars_seen, smooth_loss=smooth)
+    return model
+
+
+def _check_array(bad, name, x, shape):
+    if x.dtype != np.float64:
+        raise bad(f"corrupt model file ({name} must be float64, got {x.dtype})")
+    if x.shape != shape:
+        raise bad(f"corrupt model file ({name} must be {shape}, got {x.shape})")
+    if not np.isfinite(x).all():
+        raise bad(f"corrupt model file ({name} has NaN or infinite values)")

@@ -1,0 +1,109 @@
+"""The online trainer: consecutive chunks of a text stream, trained as they arrive."""
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import NonFiniteError
+from .vocab import codepoints
+
+
+@dataclass(frozen=True)
+class Record:
+    """What one trained chunk reports."""
+
+    chunk: int           # chunks trained so far, this one included
+    chars: int           # characters trained so far as inputs (chunk * seq_length over a run)
+    loss: float          # this chunk's summed cross-entropy in nats, computed before it trained
+    smooth_loss: float   # min-char-rnn's smoothed loss: 0.999 * previous + 0.001 * loss
+    vocab_size: int      # V after this chunk's characters joined
+    seq_length: int      # T of this chunk
+
+
+class Trainer:
+    """Trains a Model online: chunk s has inputs text[s:s+T] and targets text[s+1:s+T+1], s += T.
+
+    `seq_length` and `learning_rate` default to the values saved in the model's state (25 and 0.1
+    for a new model). How the stream is split into strings changes nothing, to the bit; the untrained
+    tail stays in `model.state.tail` and continues with the next text.
+    """
+
+    def __init__(self, model, seq_length=None, learning_rate=None):
+        st = model.state
+        T = st.seq_length if seq_length is None else seq_length
+        lr = st.learning_rate if learning_rate is None else learning_rate
+        if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
+            raise ValueError(f"seq_length must be a positive integer, got {T!r}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"learning_rate must be a positive number, got {lr!r}")
+        self.model = model
+        st.seq_length, st.learning_rate = int(T), float(lr)
+
+    @property
+    def seq_length(self):
+        return self.model.state.seq_length
+
+    @property
+    def learning_rate(self):
+        return self.model.state.learning_rate
+
+    def train(self, texts):
+        """Train on an iterable of str as it arrives; yield a Record as soon as each chunk trains.
+
+        Stopping the iteration early keeps everything not yet trained in the tail. When the iterable
+        ends, the tail's new characters join the vocabulary.
+        """
+        model, st = self.model, self.model.state
+        T = st.seq_length
+        cps = st.tail                # code points from the first untrained input on
+        s = 0                        # start of the next chunk in cps
+        try:
+            for text in itertools.chain([""], texts):   # "": first train what the tail holds
+                if not isinstance(text, str):
+                    raise TypeError(f"train() takes an iterable of str, got {type(text).__name__}")
+                if text:
+                    cps = np.concatenate([cps[s:], codepoints(text)])
+                    s = 0
+                    st.tail = cps            # the state is whole whenever the trainer waits for text
+                    st.chars_seen += len(text)
+                if len(cps) - s < T + 1:
+                    continue
+                idx = model._vocab.lookup(cps)
+                unknown = _first_unknown(idx, s)
+                kernel = None
+                while s + T + 1 <= len(cps):
+                    if unknown < s + T + 1:
+                        model.grow(_unknown_chars(model, cps[s:s + T + 1]))
+                        idx[s:] = model._vocab.lookup(cps[s:])
+                        unknown = _first_unknown(idx, s)
+                        kernel = None
+                    if kernel is None:
+                        kernel = model.kernel(T, train=True)
+                    loss = kernel.train_chunk(idx, s, st.hprev, st.learning_rate)
+                    if not math.isfinite(loss):
+                        raise NonFiniteError(f"the loss became {loss} at chunk {st.chunks + 1}: "
+                                             f"training stopped, the model was not updated")
+                    s += T
+                    st.tail = cps[s:]        # a consistent state at every yield, for checkpoints
+                    st.chunks += 1
+                    st.smooth_loss = (loss if math.isnan(st.smooth_loss)
+                                      else 0.999 * st.smooth_loss + 0.001 * loss)
+                    yield Record(st.chunks, st.chunks * T, loss, st.smooth_loss, model.vocab_size, T)
+        finally:
+            st.tail = np.ascontiguousarray(cps[s:], dtype=np.uint32)
+        model.grow(_unknown_chars(model, st.tail))
+
+
+def _first_unknown(idx, start):
+    """Position of the first -1 in idx[start:], or len(idx) when there is none."""
+    hits = np.flatnonzero(idx[start:] < 0)
+    return start + int(hits[0]) if len(hits) else len(idx)
+
+
+def _unknown_chars(model, cps):
+    """The characters of cps not in the model's vocabulary, in first-seen order."""
+    idx = model._vocab.lookup(cps)
+    new = np.asarray(cps)[idx < 0]
+    _, first = np.unique(new, return_index=True)
+    return [chr(c) for c in new[np.sort(first)]]

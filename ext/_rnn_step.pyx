@@ -1,0 +1,370 @@
+"""The one kernel of charstream: the RNN's tanh step, softmax, backward pass, Adagrad and sampling."""
+# Compiler directives (boundscheck, wraparound, cdivision, ...) are set once in setup.py.
+
+from libc.math cimport tanh, exp, log, sqrt
+from libc.string cimport memset, memcpy
+from libc.stdint cimport uint64_t
+
+import numpy as np
+
+DEF CLIP = 5.0
+DEF EPS = 1e-8
+
+
+cdef inline bint is_finite(double x) noexcept nogil:
+    """Equivalent to `np.isfinite(x)`, by the exponent bits (immune to -ffast-math)."""
+    cdef uint64_t bits
+    memcpy(&bits, &x, 8)
+    return (bits & 0x7ff0000000000000ULL) != 0x7ff0000000000000ULL
+
+
+cdef inline void tanh_step(const double* Wxh, const double* Whh, const double* bh,
+                           Py_ssize_t H, Py_ssize_t V, int ix,
+                           const double* hprev, double* h) noexcept nogil:
+    """Equivalent to `h[:] = np.tanh(Wxh[:, ix] + Whh @ hprev + bh)`; h and hprev must not alias."""
+    cdef Py_ssize_t i, j
+    cdef double a
+    for i in range(H):
+        a = 0.0
+        for j in range(H):
+            a += Whh[i * H + j] * hprev[j]
+        h[i] = a + Wxh[i * V + ix] + bh[i]
+    for i in range(H):
+        h[i] = tanh(h[i])
+
+
+cdef inline void logits(const double* Why, const double* by, Py_ssize_t V, Py_ssize_t H,
+                        const double* h, double* y) noexcept nogil:
+    """Equivalent to `y[:] = Why @ h + by`."""
+    cdef Py_ssize_t k, j
+    cdef double a
+    for k in range(V):
+        a = 0.0
+        for j in range(H):
+            a += Why[k * H + j] * h[j]
+        y[k] = a + by[k]
+
+
+cdef inline double softmax(double* y, Py_ssize_t V) noexcept nogil:
+    """Equivalent to `y[:] = np.exp(y - y.max()) / np.exp(y - y.max()).sum()`; returns log of the
+    normaliser plus the max, so that `-log p[k] = returned - y_before[k]`."""
+    cdef Py_ssize_t k
+    cdef double m = y[0], s = 0.0, inv
+    for k in range(1, V):
+        if y[k] > m:
+            m = y[k]
+    for k in range(V):
+        y[k] = exp(y[k] - m)
+    for k in range(V):
+        s += y[k]
+    inv = 1.0 / s
+    for k in range(V):
+        y[k] *= inv
+    return log(s) + m
+
+
+cdef inline Py_ssize_t draw(const double* w, Py_ssize_t V, double u) noexcept nogil:
+    """Equivalent to `np.searchsorted(np.cumsum(w), u * w.sum(), side="right")` for w >= 0."""
+    cdef Py_ssize_t k
+    cdef double s = 0.0, c = 0.0
+    for k in range(V):
+        s += w[k]
+    u *= s
+    for k in range(V - 1):
+        c += w[k]
+        if u < c:
+            return k
+    return V - 1
+
+
+cdef class Kernel:
+    """Forward, backward, Adagrad and sampling over one model's parameter arrays, updated in place.
+
+    Shapes: Wxh (H, V), Whh (H, H), Why (V, H), bh (H,), by (V,); the Adagrad memories match them.
+    `T` is the longest chunk the kernel trains (seq_length).
+    """
+    cdef public Py_ssize_t H, V, T
+    cdef double[:, ::1] Wxh, Whh, Why, mWxh, mWhh, mWhy
+    cdef double[::1] bh, by, mbh, mby
+    cdef double[:, ::1] dWxh, dWhh, dWhy
+    cdef double[::1] dbh, dby
+    cdef double[:, ::1] hs      # (T+1, H): hs[0] = hprev, hs[t+1] = h_t
+    cdef double[:, ::1] ps      # (T, V): probabilities, then dy
+    cdef double[:, ::1] dh      # (T, H): Why^T dy_t, then dhraw_t
+    cdef double[::1] dhnext     # (H,)
+    cdef double[::1] hbuf       # (H,) scratch for sampling and scoring
+    cdef double[::1] ybuf       # (V,) scratch for sampling and scoring
+    cdef object _grads
+
+    def __init__(self, params, mem=None, Py_ssize_t T=25):
+        Wxh, Whh, Why, bh, by = (params[k] for k in ("Wxh", "Whh", "Why", "bh", "by"))
+        H, V = np.shape(bh)[0], np.shape(by)[0]   # biases fix the sizes; matrices are checked against them
+        _check(Wxh, "Wxh", (H, V))
+        _check(Whh, "Whh", (H, H))
+        _check(Why, "Why", (V, H))
+        _check(bh, "bh", (H,))
+        _check(by, "by", (V,))
+        if V < 1:
+            raise ValueError("the vocabulary is empty: train on some text first")
+        if T < 1:
+            raise ValueError(f"T must be at least 1, got {T}")
+        self.H, self.V, self.T = H, V, T
+        self.Wxh, self.Whh, self.Why, self.bh, self.by = Wxh, Whh, Why, bh, by
+        if mem is not None:
+            for k in ("Wxh", "Whh", "Why", "bh", "by"):
+                _check(mem[k], "m" + k, params[k].shape)
+            self.mWxh, self.mWhh, self.mWhy = mem["Wxh"], mem["Whh"], mem["Why"]
+            self.mbh, self.mby = mem["bh"], mem["by"]
+            self._grads = {k: np.zeros_like(params[k]) for k in ("Wxh", "Whh", "Why", "bh", "by")}
+            self.dWxh, self.dWhh, self.dWhy = self._grads["Wxh"], self._grads["Whh"], self._grads["Why"]
+            self.dbh, self.dby = self._grads["bh"], self._grads["by"]
+        self.hs = np.zeros((T + 1, H))
+        self.ps = np.zeros((T, V))
+        self.dh = np.zeros((T, H))
+        self.dhnext = np.zeros(H)
+        self.hbuf = np.zeros(H)
+        self.ybuf = np.zeros(V)
+
+    @property
+    def grads(self):
+        """The gradients of the last `loss_and_grads` call, keyed like the parameters."""
+        return self._grads
+
+    cdef double _forward_backward(self, const int* xs, Py_ssize_t n, double* hprev) noexcept nogil:
+        """Equivalent to min-char-rnn's `lossFun(xs[:n], xs[1:n+1], hprev)`: fills the gradients,
+        sets hprev to the last hidden state and returns the summed cross-entropy in nats."""
+        cdef Py_ssize_t H = self.H, V = self.V, t, i, j, k
+        cdef const double* Wxh = &self.Wxh[0, 0]
+        cdef const double* Whh = &self.Whh[0, 0]
+        cdef const double* Why = &self.Why[0, 0]
+        cdef double* dWxh = &self.dWxh[0, 0]
+        cdef double* dWhh = &self.dWhh[0, 0]
+        cdef double* dWhy = &self.dWhy[0, 0]
+        cdef double* dbh = &self.dbh[0]
+        cdef double* dby = &self.dby[0]
+        cdef double* hs = &self.hs[0, 0]
+        cdef double* ps = &self.ps[0, 0]
+        cdef double* dh = &self.dh[0, 0]
+        cdef double* dhnext = &self.dhnext[0]
+        cdef double loss = 0.0, lz, g
+        cdef double* p
+        cdef double* d
+        cdef const double* hrow
+
+        memset(dWxh, 0, H * V * sizeof(double))
+        memset(dWhh, 0, H * H * sizeof(double))
+        memset(dWhy, 0, V * H * sizeof(double))
+        memset(dbh, 0, H * sizeof(double))
+        memset(dby, 0, V * sizeof(double))
+
+        # forward: hs[t+1] = tanh(Wxh[:, x_t] + Whh hs[t] + bh), ps[t] = softmax(Why hs[t+1] + by)
+        memcpy(hs, hprev, H * sizeof(double))
+        for t in range(n):
+            tanh_step(Wxh, Whh, &self.bh[0], H, V, xs[t], hs + t * H, hs + (t + 1) * H)
+        for t in range(n):
+            p = ps + t * V
+            logits(Why, &self.by[0], V, H, hs + (t + 1) * H, p)
+            lz = p[xs[t + 1]]
+            loss += softmax(p, V) - lz
+            p[xs[t + 1]] -= 1.0                      # dy = p - onehot(target)
+
+        # dWhy = dY^T Hs, dby = sum_t dy_t, dh_t = Why^T dy_t
+        for t in range(n):
+            p = ps + t * V
+            hrow = hs + (t + 1) * H
+            for k in range(V):
+                g = p[k]
+                dby[k] += g
+                for j in range(H):
+                    dWhy[k * H + j] += g * hrow[j]
+            d = dh + t * H
+            memset(d, 0, H * sizeof(double))
+            for k in range(V):
+                g = p[k]
+                for j in range(H):
+                    d[j] += g * Why[k * H + j]
+
+        # backward through time: dhraw_t = (1 - h_t^2) (dh_t + dhnext), dhnext = Whh^T dhraw_t
+        memset(dhnext, 0, H * sizeof(double))
+        t = n - 1
+        while t >= 0:
+            d = dh + t * H
+            hrow = hs + (t + 1) * H
+            for i in range(H):
+                d[i] = (1.0 - hrow[i] * hrow[i]) * (d[i] + dhnext[i])
+            if t > 0:
+                memset(dhnext, 0, H * sizeof(double))
+                for i in range(H):
+                    g = d[i]
+                    for j in range(H):
+                        dhnext[j] += g * Whh[i * H + j]
+            t -= 1
+
+        # dbh = sum_t dhraw_t, dWxh[:, x_t] += dhraw_t, dWhh = dHraw^T Hprev
+        for t in range(n):
+            d = dh + t * H
+            for i in range(H):
+                dbh[i] += d[i]
+                dWxh[i * V + xs[t]] += d[i]
+        for i in range(H):
+            for t in range(n):
+                g = dh[t * H + i]
+                hrow = hs + t * H
+                for j in range(H):
+                    dWhh[i * H + j] += g * hrow[j]
+
+        memcpy(hprev, hs + n * H, H * sizeof(double))
+        return loss
+
+    cdef void _adagrad(self, double lr) noexcept nogil:
+        """Equivalent to, for each parameter: `np.clip(d, -5, 5, out=d); m += d * d;
+        p += -lr * d / np.sqrt(m + 1e-8)`."""
+        _adagrad_flat(&self.Wxh[0, 0], &self.dWxh[0, 0], &self.mWxh[0, 0], self.H * self.V, lr)
+        _adagrad_flat(&self.Whh[0, 0], &self.dWhh[0, 0], &self.mWhh[0, 0], self.H * self.H, lr)
+        _adagrad_flat(&self.Why[0, 0], &self.dWhy[0, 0], &self.mWhy[0, 0], self.V * self.H, lr)
+        _adagrad_flat(&self.bh[0], &self.dbh[0], &self.mbh[0], self.H, lr)
+        _adagrad_flat(&self.by[0], &self.dby[0], &self.mby[0], self.V, lr)
+
+    def loss_and_grads(self, const int[::1] xs, double[::1] hprev):
+        """Forward and backward over inputs xs[:-1] and targets xs[1:]; fills `grads`, updates
+        hprev in place to the last hidden state and returns the summed loss in nats."""
+        cdef Py_ssize_t n = xs.shape[0] - 1
+        self._check_chunk(xs, hprev, 0, n)
+        with nogil:
+            loss = self._forward_backward(&xs[0], n, &hprev[0])
+        return loss
+
+    def adagrad(self, double lr):
+        """Clip the gradients of the last `loss_and_grads` to [-5, 5] and take one Adagrad step."""
+        self._need_mem()
+        with nogil:
+            self._adagrad(lr)
+
+    def train_chunk(self, const int[::1] xs, Py_ssize_t s, double[::1] hprev, double lr):
+        """`loss_and_grads(xs[s:s+T+1], hprev)` then `adagrad(lr)`, unless the loss is not finite,
+        in which case nothing is updated (hprev included). Returns the chunk's loss in nats."""
+        cdef Py_ssize_t n = self.T
+        cdef double loss
+        self._check_chunk(xs, hprev, s, n)
+        with nogil:
+            memcpy(&self.hbuf[0], &hprev[0], self.H * sizeof(double))
+            loss = self._forward_backward(&xs[s], n, &self.hbuf[0])
+            if is_finite(loss):
+                self._adagrad(lr)
+                memcpy(&hprev[0], &self.hbuf[0], self.H * sizeof(double))
+        return loss
+
+    def evaluate(self, const int[::1] xs, double[::1] h):
+        """Equivalent to summing `-log softmax(Why h_t + by)[xs[t+1]]` over t, stepping h through
+        xs[:-1] from the given state (updated in place); no gradients, no update."""
+        cdef Py_ssize_t n = xs.shape[0] - 1, t, H = self.H, V = self.V
+        cdef double loss = 0.0, lz
+        cdef double* y = &self.ybuf[0]
+        if h.shape[0] != H:
+            raise ValueError(f"h must be ({H},), got ({h.shape[0]},)")
+        self._check_indices(xs, 0, xs.shape[0])
+        with nogil:
+            for t in range(n):
+                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, V, xs[t], &h[0], &self.hbuf[0])
+                memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
+                logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y)
+                lz = y[xs[t + 1]]
+                loss += softmax(y, V) - lz
+        return loss
+
+    def step(self, const int[::1] xs, double[::1] h):
+        """Equivalent to `for x in xs: h[:] = np.tanh(Wxh[:, x] + Whh @ h + bh)`."""
+        cdef Py_ssize_t t, H = self.H
+        if h.shape[0] != H:
+            raise ValueError(f"h must be ({H},), got ({h.shape[0]},)")
+        self._check_indices(xs, 0, xs.shape[0])
+        with nogil:
+            for t in range(xs.shape[0]):
+                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, self.V, xs[t], &h[0], &self.hbuf[0])
+                memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
+
+    def probs(self, const double[::1] h, double[::1] p, double temperature=1.0):
+        """Equivalent to `p[:] = softmax((Why @ h + by) / temperature)`."""
+        if h.shape[0] != self.H or p.shape[0] != self.V:
+            raise ValueError(f"h must be ({self.H},) and p ({self.V},), got ({h.shape[0]},), ({p.shape[0]},)")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        cdef Py_ssize_t k
+        cdef double inv = 1.0 / temperature
+        with nogil:
+            logits(&self.Why[0, 0], &self.by[0], self.V, self.H, &h[0], &p[0])
+            for k in range(self.V):
+                p[k] *= inv
+            softmax(&p[0], self.V)
+
+    def sample(self, double[::1] h, const double[::1] u, int[::1] out, double temperature=1.0):
+        """For each n: draw out[n] from `softmax((Why @ h + by) / temperature)` by inverse CDF at
+        u[n] in [0, 1), then step h through it. h is updated in place."""
+        cdef Py_ssize_t n, k, H = self.H, V = self.V
+        cdef double inv, m
+        cdef double* y = &self.ybuf[0]
+        if h.shape[0] != H:
+            raise ValueError(f"h must be ({H},), got ({h.shape[0]},)")
+        if u.shape[0] < out.shape[0]:
+            raise ValueError(f"need {out.shape[0]} uniforms, got {u.shape[0]}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        inv = 1.0 / temperature
+        with nogil:
+            for n in range(out.shape[0]):
+                logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y)
+                m = y[0]
+                for k in range(1, V):
+                    if y[k] > m:
+                        m = y[k]
+                for k in range(V):
+                    y[k] = exp((y[k] - m) * inv)
+                k = draw(y, V, u[n])
+                out[n] = <int>k
+                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, V, <int>k, &h[0], &self.hbuf[0])
+                memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
+
+    cdef _need_mem(self):
+        if self.mWxh is None:
+            raise ValueError("this kernel was built without Adagrad memories: it cannot train")
+
+    cdef _check_indices(self, const int[::1] xs, Py_ssize_t start, Py_ssize_t stop):
+        cdef Py_ssize_t t
+        cdef int V = <int>self.V
+        for t in range(start, stop):
+            if xs[t] < 0 or xs[t] >= V:
+                raise ValueError(f"index {xs[t]} at position {t} is outside the vocabulary (V={V})")
+
+    cdef _check_chunk(self, const int[::1] xs, double[::1] hprev, Py_ssize_t s, Py_ssize_t n):
+        self._need_mem()
+        if n < 1 or n > self.T:
+            raise ValueError(f"a chunk has 1 to {self.T} inputs, got {n}")
+        if s < 0 or s + n + 1 > xs.shape[0]:
+            raise ValueError(f"chunk [{s}, {s + n + 1}) is outside xs of length {xs.shape[0]}")
+        if hprev.shape[0] != self.H:
+            raise ValueError(f"hprev must be ({self.H},), got ({hprev.shape[0]},)")
+        self._check_indices(xs, s, s + n + 1)
+
+
+cdef inline void _adagrad_flat(double* p, double* d, double* m, Py_ssize_t n, double lr) noexcept nogil:
+    """Equivalent to `np.clip(d, -5, 5, out=d); m += d * d; p += -lr * d / np.sqrt(m + 1e-8)`."""
+    cdef Py_ssize_t i
+    cdef double g
+    for i in range(n):
+        g = d[i]
+        g = CLIP if g > CLIP else g
+        g = -CLIP if g < -CLIP else g
+        m[i] += g * g
+        p[i] += -lr * g / sqrt(m[i] + EPS)
+
+
+def _check(a, name, shape):
+    """Raise ValueError unless `a` is a C-contiguous float64 ndarray of the given shape."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} must be {tuple(shape)}, got {a.shape}")
+    if a.dtype != np.float64:
+        raise ValueError(f"{name} must be float64, got {a.dtype}")
+    if not a.flags.c_contiguous or not a.flags.writeable:
+        raise ValueError(f"{name} must be C-contiguous and writeable")

@@ -1,0 +1,27 @@
+"""Shared fixtures: small texts copied into tests/data, and the numpy oracle on the path."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def shakespeare():
+    return (DATA / "shakespeare-20k.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def multilingual():
+    return (DATA / "multilingual.txt").read_text(encoding="utf-8")
+
+
+@pytest.fixture(autouse=True)
+def isolated_model_home(tmp_path, monkeypatch):
+    """No test touches the user's default model: CHARSTREAM_MODEL points into tmp_path."""
+    monkeypatch.setenv("CHARSTREAM_MODEL", str(tmp_path / "default-model.npz"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    yield

@@ -1,0 +1,170 @@
+"""The compiled kernel against the numpy oracle (min-char-rnn's own math) and finite differences."""
+import numpy as np
+import pytest
+
+import charstream
+import oracle
+from charstream._rnn_step import Kernel
+
+
+def _setup(text, H=100, seed=1):
+    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=seed)
+    idx = m.encode(text)
+    return m, idx
+
+
+def _scaled_close(actual, desired, rtol):
+    """assert_allclose relative to the array's largest entry (tiny entries carry rounding only)."""
+    scale = max(np.abs(desired).max(), 1e-300)
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale)
+
+
+def test_kernel_is_compiled():
+    assert charstream._rnn_step.__file__.endswith((".so", ".pyd"))
+
+
+def test_losses_and_params_match_oracle_over_five_chunks(shakespeare):
+    m, idx = _setup(shakespeare)
+    p = {k: v.copy() for k, v in m.params.items()}
+    mem = {k: np.zeros_like(v) for k, v in p.items()}
+    records = list(charstream.Trainer(m).train([shakespeare[:5 * 25 + 1]]))
+    losses, hprev = oracle.train(p, mem, list(idx[:5 * 25 + 1]))
+    assert len(records) == len(losses) == 5
+    np.testing.assert_allclose([r.loss for r in records], losses, rtol=1e-9)
+    for k in p:
+        _scaled_close(m.params[k], p[k], 1e-8)
+        _scaled_close(m.state.mem[k], mem[k], 1e-8)
+    np.testing.assert_allclose(m.state.hprev, hprev, rtol=1e-8, atol=1e-10)
+
+
+def test_gradients_match_oracle(shakespeare):
+    m, idx = _setup(shakespeare)
+    k = m.kernel(train=True)
+    h0 = np.random.default_rng(0).uniform(-0.5, 0.5, m.hidden_size)
+    h = h0.copy()
+    loss = k.loss_and_grads(idx[:26], h)
+    oloss, ograds, oh = oracle.loss_fun(m.params, idx[:25], idx[1:26], h0)
+    assert loss == pytest.approx(oloss, rel=1e-12)
+    for name, g in ograds.items():
+        _scaled_close(k.grads[name], g, 1e-10)
+    np.testing.assert_allclose(h, oh, rtol=1e-12)
+
+
+def test_gradients_match_finite_differences():
+    rng = np.random.default_rng(3)
+    V, H, T = 7, 12, 9
+    params = {"Wxh": rng.standard_normal((H, V)) * 0.3, "Whh": rng.standard_normal((H, H)) * 0.3,
+              "Why": rng.standard_normal((V, H)) * 0.3, "bh": rng.standard_normal(H) * 0.1,
+              "by": rng.standard_normal(V) * 0.1}
+    mem = {k: np.zeros_like(v) for k, v in params.items()}
+    xs = rng.integers(0, V, T + 1).astype(np.int32)
+    h0 = rng.uniform(-0.5, 0.5, H)
+    k = Kernel(params, mem, T)
+    k.loss_and_grads(xs, h0.copy())
+    grads = {n: g.copy() for n, g in k.grads.items()}
+    eps = 1e-5
+    for name, p in params.items():
+        flat = p.reshape(-1)
+        for i in rng.choice(flat.size, min(flat.size, 20), replace=False):
+            old = flat[i]
+            flat[i] = old + eps
+            lp = k.loss_and_grads(xs, h0.copy())
+            flat[i] = old - eps
+            lm = k.loss_and_grads(xs, h0.copy())
+            flat[i] = old
+            num = (lp - lm) / (2 * eps)
+            ana = grads[name].reshape(-1)[i]
+            assert abs(num - ana) <= 1e-6 * max(abs(num), abs(ana), 1e-3), (name, i, num, ana)
+
+
+def test_adagrad_clips_and_steps():
+    rng = np.random.default_rng(5)
+    V, H = 5, 4
+    params = {"Wxh": rng.standard_normal((H, V)), "Whh": rng.standard_normal((H, H)) * 3,
+              "Why": rng.standard_normal((V, H)) * 3, "bh": np.zeros(H), "by": np.zeros(V)}
+    mem = {k: np.zeros_like(v) for k, v in params.items()}
+    xs = rng.integers(0, V, 26).astype(np.int32)
+    k = Kernel(params, mem, 25)
+    k.loss_and_grads(xs, np.zeros(H))
+    grads = {n: g.copy() for n, g in k.grads.items()}
+    assert max(np.abs(g).max() for g in grads.values()) > 5, "test needs a gradient to clip"
+    expect = {n: v.copy() for n, v in params.items()}
+    emem = {n: np.zeros_like(v) for n, v in params.items()}
+    oracle.adagrad(expect, grads, emem)
+    k.adagrad(0.1)
+    for n in params:
+        np.testing.assert_allclose(params[n], expect[n], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(mem[n], emem[n], rtol=1e-12)
+
+
+def test_evaluate_matches_oracle_loss(shakespeare):
+    m, idx = _setup(shakespeare[:2000])
+    h = np.zeros(m.hidden_size)
+    loss = m.kernel().evaluate(idx[:26], h)
+    oloss, _, oh = oracle.loss_fun(m.params, idx[:25], idx[1:26], np.zeros(m.hidden_size))
+    assert loss == pytest.approx(oloss, rel=1e-12)
+    np.testing.assert_allclose(h, oh, rtol=1e-12)
+
+
+def test_sample_follows_the_softmax():
+    rng = np.random.default_rng(7)
+    V, H = 4, 3
+    params = {"Wxh": np.zeros((H, V)), "Whh": np.zeros((H, H)), "Why": np.zeros((V, H)),
+              "bh": np.zeros(H), "by": np.log(np.array([0.1, 0.2, 0.3, 0.4]))}
+    k = Kernel(params)
+    n = 200_000
+    out = np.empty(n, dtype=np.int32)
+    k.sample(np.zeros(H), rng.random(n), out)
+    freq = np.bincount(out, minlength=V) / n
+    np.testing.assert_allclose(freq, [0.1, 0.2, 0.3, 0.4], atol=0.005)
+    # temperature 0.5 squares the odds
+    k.sample(np.zeros(H), rng.random(n), out, 0.5)
+    p = np.array([0.1, 0.2, 0.3, 0.4]) ** 2
+    np.testing.assert_allclose(np.bincount(out, minlength=V) / n, p / p.sum(), atol=0.005)
+
+
+def test_probs_matches_numpy():
+    rng = np.random.default_rng(8)
+    V, H = 6, 5
+    params = {"Wxh": rng.standard_normal((H, V)), "Whh": rng.standard_normal((H, H)),
+              "Why": rng.standard_normal((V, H)), "bh": rng.standard_normal(H), "by": rng.standard_normal(V)}
+    h = rng.standard_normal(H)
+    p = np.empty(V)
+    Kernel(params).probs(h, p, 0.7)
+    y = (params["Why"] @ h + params["by"]) / 0.7
+    np.testing.assert_allclose(p, np.exp(y - y.max()) / np.exp(y - y.max()).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (lambda p: p.update(Whh=np.zeros((3, 4))), r"Whh must be \(4, 4\)"),
+    (lambda p: p.update(Why=np.zeros((5, 4), dtype=np.float32)), "Why must be float64"),
+    (lambda p: p.update(Wxh=np.zeros((5, 4)).T), "C-contiguous"),
+])
+def test_shapes_are_checked_with_numbers(bad, msg):
+    params = {"Wxh": np.zeros((4, 5)), "Whh": np.zeros((4, 4)), "Why": np.zeros((5, 4)),
+              "bh": np.zeros(4), "by": np.zeros(5)}
+    bad(params)
+    with pytest.raises(ValueError, match=msg):
+        Kernel(params)
+
+
+def test_out_of_vocabulary_index_is_refused():
+    params = {"Wxh": np.zeros((4, 5)), "Whh": np.zeros((4, 4)), "Why": np.zeros((5, 4)),
+              "bh": np.zeros(4), "by": np.zeros(5)}
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        Kernel(params).step(np.array([0, 5], dtype=np.int32), np.zeros(4))
+
+
+def test_non_finite_loss_updates_nothing():
+    params = {"Wxh": np.zeros((4, 5)), "Whh": np.zeros((4, 4)), "Why": np.zeros((5, 4)),
+              "bh": np.zeros(4), "by": np.zeros(5)}
+    params["by"][2] = np.nan
+    mem = {k: np.zeros_like(v) for k, v in params.items()}
+    before = {k: v.copy() for k, v in params.items()}
+    h = np.full(4, 0.25)
+    loss = Kernel(params, mem, 3).train_chunk(np.array([0, 1, 2, 3], dtype=np.int32), 0, h, 0.1)
+    assert not np.isfinite(loss)
+    for k in params:
+        np.testing.assert_array_equal(params[k], before[k])
+        assert not mem[k].any()
+    np.testing.assert_array_equal(h, 0.25)

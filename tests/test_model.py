@@ -1,0 +1,168 @@
+"""Model construction, the generator, and the model file's round trip and refusals."""
+import io
+import itertools
+import zipfile
+
+import numpy as np
+import pytest
+
+import charstream
+import oracle
+from test_trainer import assert_same_model
+
+
+def test_fresh_model_matches_min_char_rnn_init():
+    m = charstream.Model("abc", hidden_size=5, seed=11)
+    rng = np.random.default_rng(11)
+    np.testing.assert_array_equal(m.params["Wxh"], rng.standard_normal((5, 3)) * 0.01)
+    np.testing.assert_array_equal(m.params["Whh"], rng.standard_normal((5, 5)) * 0.01)
+    np.testing.assert_array_equal(m.params["Why"], rng.standard_normal((3, 5)) * 0.01)
+    assert not m.params["bh"].any() and not m.params["by"].any()
+    for k, v in m.params.items():
+        assert v.dtype == np.float64 and v.flags.c_contiguous, k
+    assert m.vocab == ("a", "b", "c")
+
+
+def test_params_are_the_arrays_training_updates(shakespeare):
+    m = charstream.Model(sorted(set(shakespeare)), hidden_size=8, seed=0)
+    arrays = dict(m.params)
+    list(charstream.Trainer(m).train([shakespeare[:200]]))
+    for k, v in arrays.items():
+        assert m.params[k] is v
+
+
+@pytest.mark.parametrize("vocab, msg", [("aa", "distinct"), (["ab"], "single characters")])
+def test_bad_vocab(vocab, msg):
+    with pytest.raises(ValueError, match=msg):
+        charstream.Model(vocab)
+
+
+def test_generate_is_reproducible_and_unbounded(shakespeare):
+    m = charstream.Model("", hidden_size=16, seed=0)
+    list(charstream.Trainer(m).train([shakespeare[:3000]]))
+    a = "".join(itertools.islice(m.generate("To be", random_seed=5), 10_000))
+    b = "".join(itertools.islice(m.generate("To be", random_seed=5), 10_000))
+    c = "".join(itertools.islice(m.generate("To be", random_seed=6), 10_000))
+    assert a == b and a != c and len(a) == 10_000
+    assert set(a) <= set(m.vocab)
+    ch = next(m.generate())
+    assert isinstance(ch, str) and len(ch) == 1
+
+
+def test_generate_matches_the_oracle_sampling_distribution():
+    """First sampled character from a seed follows the oracle's softmax."""
+    m = charstream.Model("abcd", hidden_size=6, seed=3)
+    for k in m.params:
+        m.params[k][...] = np.random.default_rng(1).standard_normal(m.params[k].shape)
+    h = np.zeros(6)
+    m.kernel().step(m.encode("ab"), h)
+    y = m.params["Why"] @ h + m.params["by"]
+    p = np.exp(y) / np.exp(y).sum()
+    firsts = [next(m.generate("ab", random_seed=s)) for s in range(4000)]
+    freq = np.array([firsts.count(c) for c in "abcd"]) / 4000
+    np.testing.assert_allclose(freq, p, atol=0.03)
+
+
+def test_generate_does_not_touch_training_state(shakespeare):
+    m = charstream.Model("", hidden_size=16, seed=0)
+    list(charstream.Trainer(m).train([shakespeare[:1000]]))
+    hprev, rng = m.state.hprev.copy(), m.rng.bit_generator.state
+    "".join(itertools.islice(m.generate("a" if "a" in m.vocab else ""), 500))
+    np.testing.assert_array_equal(m.state.hprev, hprev)
+    assert m.rng.bit_generator.state == rng
+
+
+def test_generate_refuses_bad_values():
+    m = charstream.Model("ab", hidden_size=4)
+    with pytest.raises(ValueError, match="temperature"):
+        m.generate(temperature=0)
+    with pytest.raises(ValueError, match="empty vocabulary"):
+        charstream.Model("").generate()
+
+
+def test_unknown_seed_characters_are_skipped_with_a_warning():
+    m = charstream.Model("ab", hidden_size=4, seed=0)
+    with pytest.warns(charstream.CharstreamWarning, match="'z'"):
+        g = m.generate("azb", random_seed=1)
+    assert "".join(itertools.islice(g, 50)) == "".join(itertools.islice(m.generate("ab", random_seed=1), 50))
+
+
+def test_evaluate_of_a_fresh_model_is_about_log_v(shakespeare):
+    m = charstream.Model(sorted(set(shakespeare)), seed=0)
+    assert m.evaluate(shakespeare[:2000]) == pytest.approx(np.log(m.vocab_size), rel=0.01)
+
+
+def test_save_load_is_the_identity(tmp_path, shakespeare):
+    m = charstream.Model("", hidden_size=12, seed=0)
+    for r in charstream.Trainer(m, seq_length=13, learning_rate=0.05).train([shakespeare[:2000]]):
+        pass
+    m.save(tmp_path / "m.npz")
+    back = charstream.load(tmp_path / "m.npz")
+    assert_same_model(back, m)
+    assert back.state.seq_length == 13 and back.state.learning_rate == 0.05
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as z:
+        assert {"Wxh", "Whh", "Why", "bh", "by", "vocab", "meta"} <= set(z.files)
+
+
+def test_saved_then_resumed_equals_uninterrupted(tmp_path, shakespeare):
+    text = shakespeare[:3000] + "ÆØÅ" + shakespeare[3000:4000]
+    ref = charstream.Model("", hidden_size=12, seed=1)
+    list(charstream.Trainer(ref).train([text]))
+    m = charstream.Model("", hidden_size=12, seed=1)
+    list(charstream.Trainer(m).train([text[:1013]]))
+    m.save(tmp_path / "m.npz")
+    m = charstream.load(tmp_path / "m.npz")
+    list(charstream.Trainer(m).train([text[1013:]]))
+    assert_same_model(m, ref)
+
+
+def _write(path, **arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def test_refusals(tmp_path):
+    m = charstream.Model("ab", hidden_size=4, seed=0)
+    good = tmp_path / "good.npz"
+    m.save(good)
+    cases = {}
+    (tmp_path / "trunc.npz").write_bytes(good.read_bytes()[:300])
+    cases["trunc.npz"] = "not a charstream model|corrupt"
+    (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).bytes(5000))
+    cases["random.npz"] = "not a charstream model"
+    with zipfile.ZipFile(tmp_path / "foreign.npz", "w") as z:
+        z.writestr("hello.txt", "hi")
+    cases["foreign.npz"] = "not a charstream model"
+    _write(tmp_path / "pickled.npz", meta=np.array([{"a": 1}], dtype=object))
+    cases["pickled.npz"] = "pickled"
+    with np.load(good) as z:
+        arrays = dict(z)
+    newer = dict(arrays, meta=np.array(str(arrays["meta"]).replace('"format_version": 1', '"format_version": 99')))
+    _write(tmp_path / "newer.npz", **newer)
+    cases["newer.npz"] = "newer charstream"
+    _write(tmp_path / "shape.npz", **dict(arrays, Whh=np.zeros((3, 3))))
+    cases["shape.npz"] = r"Whh must be \(4, 4\)"
+    _write(tmp_path / "nan.npz", **dict(arrays, by=np.array([np.nan, 0.0])))
+    cases["nan.npz"] = "NaN"
+    cases["missing.npz"] = "no such model file"
+    for name, msg in cases.items():
+        with pytest.raises(charstream.ModelFileError, match=msg) as e:
+            charstream.load(tmp_path / name)
+        assert str(e.value).startswith(str(tmp_path / name) + ": ")
+        assert "\n" not in str(e.value)
+
+
+def test_pickled_file_runs_no_code(tmp_path):
+    import pickle
+
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    arr = np.empty(1, dtype=object)
+    arr[0] = Boom()
+    with open(tmp_path / "evil.npz", "wb") as f:
+        np.savez(f, meta=arr)
+    with pytest.raises(charstream.ModelFileError):
+        charstream.load(tmp_path / "evil.npz")
+    assert not (tmp_path / "pwned").exists()
