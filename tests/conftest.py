@@ -6,6 +6,10 @@ from pathlib import Path
 import pytest
 
 DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parent.parent
+# Test the installed package (with its compiled kernel), not the source folder that `python -m pytest`
+# puts on sys.path; an editable install still resolves to the source folder through its own hook.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT]
 sys.path.insert(0, str(Path(__file__).parent))
 
 
