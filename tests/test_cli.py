@@ -114,11 +114,16 @@ def test_help_shows_examples(run):
 
 
 def _cli(*args):
+    """The installed command (run from a folder where no source tree shadows the package)."""
     return [sys.executable, "-m", "charstream", *args]
 
 
+def _popen(args, **kw):
+    return subprocess.Popen(args, cwd=os.path.dirname(os.path.abspath(__file__)) + "/data", **kw)
+
+
 def test_generate_into_a_closed_pipe_ends_cleanly(trained):
-    gen = subprocess.Popen(_cli("generate", "--model", str(trained)), stdout=subprocess.PIPE,
+    gen = _popen(_cli("generate", "--model", str(trained)), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
     head = subprocess.run(["head", "-c", "100"], stdin=gen.stdout, capture_output=True, timeout=60)
     gen.stdout.close()
@@ -130,7 +135,7 @@ def test_generate_into_a_closed_pipe_ends_cleanly(trained):
 
 def test_generate_stops_quietly_on_ctrl_c(trained):
     import signal
-    gen = subprocess.Popen(_cli("generate", "--model", str(trained)), stdout=subprocess.DEVNULL,
+    gen = _popen(_cli("generate", "--model", str(trained)), stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE)
     time.sleep(1.0)
     gen.send_signal(signal.SIGINT)
@@ -140,7 +145,7 @@ def test_generate_stops_quietly_on_ctrl_c(trained):
 
 def test_a_pipe_that_stays_open_keeps_training(tmp_path, shakespeare):
     path = tmp_path / "live.npz"
-    proc = subprocess.Popen(_cli("train", "-", "--model", str(path), "--hidden-size", "8",
+    proc = _popen(_cli("train", "-", "--model", str(path), "--hidden-size", "8",
                                  "--report-every", "0.1", "--checkpoint-every", "0.2", "--sample-every", "0"),
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -162,7 +167,7 @@ def test_a_pipe_that_stays_open_keeps_training(tmp_path, shakespeare):
 def test_sigterm_during_train_saves_and_exits_143(tmp_path, shakespeare):
     import signal
     path = tmp_path / "t.npz"
-    proc = subprocess.Popen(_cli("train", "-", "--model", str(path), "--hidden-size", "8",
+    proc = _popen(_cli("train", "-", "--model", str(path), "--hidden-size", "8",
                                  "--checkpoint-every", "0", "--report-every", "0", "--sample-every", "0"),
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
