@@ -123,12 +123,14 @@ class Model:
         `random_seed` gives the same text; the training state is not touched."""
         return (ch for block in self.generate_blocks(seed, temperature, random_seed) for ch in block)
 
-    def evaluate(self, text):
-        """Mean cross-entropy of `text` in nats/char, hidden state carried from a zero state, no training."""
-        idx = self.encode(text, "the text")
-        if len(idx) < 2:
-            raise ValueError("evaluate needs at least two known characters")
-        return self.kernel().evaluate(idx, np.zeros(self.hidden_size)) / (len(idx) - 1)
+    def evaluate(self, text, window=2000):
+        """Mean cross-entropy of `text` in nats/char, hidden state carried from a zero state, without
+        training; characters outside the vocabulary are skipped (see `charstream.scoring.score`)."""
+        from .scoring import score
+        result = score(self, [text], window)
+        if result.predicted == 0:
+            raise ValueError("evaluate needs at least two characters the model knows")
+        return result.nats_per_char
 
     def save(self, path):
         """Write the model and its training state to one `.npz` file, atomically."""

@@ -95,6 +95,13 @@ class Trainer:
         model.grow(_unknown_chars(model, st.tail))
 
 
+    def sample(self, length=200, seed="", temperature=1.0, random_seed=None):
+        """A sample of `length` characters from the live model, drawn on its own hidden state and
+        random generator: it does not disturb training (call it between records)."""
+        from .progress import sample_text
+        return sample_text(self.model, length, seed, temperature, random_seed)
+
+
 def _first_unknown(idx, start):
     """Position of the first -1 in idx[start:], or len(idx) when there is none."""
     hits = np.flatnonzero(idx[start:] < 0)

@@ -3,7 +3,9 @@ import click
 
 from .. import __version__
 from .corpus import corpus
+from .eval import eval_
 from .generate import generate
+from .info import info
 from .train import train
 
 
@@ -19,5 +21,5 @@ def main():
     """
 
 
-for command in (train, generate, corpus):
+for command in (train, generate, eval_, info, corpus):
     main.add_command(command)

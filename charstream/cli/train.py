@@ -10,6 +10,7 @@ from ..progress import Progress
 from ..sources import chain_sources, check_source, with_idle
 from ..store import save
 from ..trainer import Trainer
+from .budget import BudgetReached, Deadline, limit_chars, repeat_sources
 from .common import (Terminated, fail, load_model, model_option, sigterm_raises, resolve_model_path,
                      show_warnings)
 
@@ -30,8 +31,16 @@ from .common import (Terminated, fail, load_model, model_option, sigterm_raises,
               metavar="SECONDS", help="Print progress to stderr this often.")
 @click.option("--sample-every", type=click.FloatRange(min=0), default=30.0, show_default=True,
               metavar="SECONDS", help="Print a sample of the live model this often (0: never).")
+@click.option("--passes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Read the file sources this many times (streams cannot be repeated).")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many seconds, and save.")
+@click.option("--max-chars", type=click.IntRange(min=1), default=None,
+              help="Stop after reading this many characters, and save.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
+              help="Append one line per progress report to this file (CSV if it ends in .csv, else JSON lines).")
 def train(sources, model_path, hidden_size, seq_length, learning_rate, random_seed, checkpoint_every,
-          report_every, sample_every):
+          report_every, sample_every, passes, max_seconds, max_chars, log_path):
     """Train a model on SOURCEs (paths, or - for stdin; stdin by default) as the text arrives.
 
     A new model is created unless the model file exists, in which case training resumes it exactly
@@ -42,6 +51,7 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
     Examples:
       charstream corpus | charstream train -
       charstream train notes.txt more-notes.txt --model notes.npz
+      charstream train corpus.txt --passes 3 --hidden-size 256 --log loss.csv
       tail -f app.log | charstream train - --model log.npz --checkpoint-every 30
     """
     show_warnings()
@@ -51,6 +61,7 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
             check_source(source)
     except CharstreamError as e:
         raise fail(e)
+    sources = repeat_sources(sources, passes)
     path = resolve_model_path(model_path)
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.exists(path):
@@ -73,16 +84,29 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
     trainer = Trainer(model, seq_length, learning_rate)
 
     seen0, chunks0 = model.state.chars_seen, model.state.chunks
-    progress = Progress(model, every=report_every, sample_every=sample_every)
+    log = _open_log(log_path)
+    progress = Progress(model, every=report_every, sample_every=sample_every, log=log,
+                        log_format="csv" if log_path and log_path.endswith(".csv") else "jsonl")
     checkpoint = Checkpoint(model, path, checkpoint_every)
+    deadline = Deadline(max_seconds)
+
+    def on_idle():
+        deadline.check()
+        checkpoint.maybe()
+
+    idle_every = min(x for x in (checkpoint_every or None, max_seconds, 1.0) if x)
     record = None
+    stopped = None
     try:
         with sigterm_raises():
-            stream = with_idle(chain_sources(sources), checkpoint_every or None, checkpoint.maybe)
+            stream = with_idle(limit_chars(chain_sources(sources), max_chars), idle_every, on_idle)
             for record in trainer.train(stream):
                 now = time.monotonic()
                 progress.update(record, now)
                 checkpoint.maybe(now)
+                deadline.check(now)
+    except BudgetReached:
+        stopped = f"stopped after --max-seconds {max_seconds:g}"
     except (KeyboardInterrupt, Terminated) as e:
         progress.close_line()
         code = 143 if isinstance(e, Terminated) else 130
@@ -105,6 +129,8 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
         progress.report(record)
     progress.close_line()
     checkpoint.save()
+    if stopped:
+        click.echo(stopped, err=True)
     st = model.state
     click.echo(f"saved model to {path} (V={model.vocab_size}, H={model.hidden_size}, "
                f"{st.chunks - chunks0:,} chunks trained now, {st.chunks:,} in all)", err=True)
@@ -127,6 +153,15 @@ class Checkpoint:
         _save(self.model, self.path)
         self.last = time.monotonic()
         self.saved_seen = self.model.state.chars_seen
+
+
+def _open_log(path):
+    if path is None:
+        return None
+    try:
+        return open(path, "a", encoding="utf-8", newline="")
+    except OSError as e:
+        raise click.ClickException(f"{path}: cannot open the log: {e.strerror}") from None
 
 
 def _save(model, path):

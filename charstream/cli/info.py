@@ -1,0 +1,66 @@
+"""`charstream info`: what a model file holds, for people and (with --json) for scripts."""
+import json
+import math
+import os
+
+import click
+
+from ..store import FORMAT_VERSION
+from .common import load_model, model_option, resolve_model_path
+
+
+def describe(model, path):
+    """The figures `charstream info` prints, as a dict."""
+    st = model.state
+    nparams = sum(v.size for v in model.params.values())
+    recent = st.smooth_loss / st.seq_length if not math.isnan(st.smooth_loss) else None
+    return {
+        "path": os.path.abspath(path),
+        "format_version": FORMAT_VERSION,
+        "file_bytes": os.path.getsize(path),
+        "hidden_size": model.hidden_size,
+        "vocab_size": model.vocab_size,
+        "vocab_preview": "".join(model.vocab[:80]),
+        "parameters": int(nparams),
+        "seq_length": st.seq_length,
+        "learning_rate": st.learning_rate,
+        "chars_seen": st.chars_seen,
+        "chunks_trained": st.chunks,
+        "chars_trained": st.chunks * st.seq_length,
+        "untrained_tail": int(len(st.tail)),
+        "recent_nats_per_char": recent,
+        "recent_bits_per_char": None if recent is None else recent / math.log(2),
+    }
+
+
+@click.command()
+@model_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(model_path, as_json):
+    """Describe a model: sizes, vocabulary, training so far, recent loss, file.
+
+    The recent loss is min-char-rnn's smoothed loss (an average over roughly the last 1,000 chunks).
+
+    \b
+    Examples:
+      charstream info
+      charstream info --model log.npz --json | jq .vocab_size
+    """
+    path = resolve_model_path(model_path)
+    d = describe(load_model(path), path)
+    if as_json:
+        click.echo(json.dumps(d, ensure_ascii=False))
+        return
+    preview = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                      for c in d["vocab_preview"])
+    recent = ("n/a (nothing trained yet)" if d["recent_nats_per_char"] is None else
+              f"{d['recent_nats_per_char']:.4f} nats/char ({d['recent_bits_per_char']:.4f} bits/char)")
+    click.echo(f"model          {d['path']}  ({d['file_bytes']:,} bytes, format {d['format_version']})")
+    click.echo(f"hidden size    {d['hidden_size']}")
+    click.echo(f"vocabulary     {d['vocab_size']} characters: {preview}"
+               + ("..." if d["vocab_size"] > 80 else ""))
+    click.echo(f"parameters     {d['parameters']:,}")
+    click.echo(f"training       seq_length {d['seq_length']}, learning rate {d['learning_rate']:g}")
+    click.echo(f"trained        {d['chunks_trained']:,} chunks, {d['chars_seen']:,} characters seen "
+               f"({d['untrained_tail']} in the untrained tail)")
+    click.echo(f"recent loss    {recent}")

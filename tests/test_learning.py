@@ -1,0 +1,165 @@
+"""Seeing learning: eval, info, budgets, the loss log and live samples."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import charstream
+from charstream.cli import main
+from charstream.scoring import score
+from test_trainer import assert_same_model
+
+
+def invoke(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+@pytest.fixture
+def model_path(tmp_path, shakespeare):
+    path = tmp_path / "m.npz"
+    r = invoke("train", "-", "--model", path, "--hidden-size", 16, "--random-seed", 0, input=shakespeare[:6000])
+    assert r.exit_code == 0, r.output
+    return path
+
+
+def test_score_streams_like_one_text(shakespeare):
+    m = charstream.Model("", hidden_size=16, seed=0)
+    list(charstream.Trainer(m).train([shakespeare[:9000]]))
+    text = shakespeare[3000:9000]
+    whole = score(m, [text], window=500)
+    pieces = score(m, [text[i:i + 77] for i in range(0, len(text), 77)], window=500)
+    assert whole.predicted == pieces.predicted == len(text) - 1
+    assert whole.nats == pytest.approx(pieces.nats, rel=1e-12)
+    assert whole.windows == pytest.approx(pieces.windows, rel=1e-12)
+    assert len(whole.windows) == len(text) // 500
+    # the same as the kernel over the whole text at once
+    idx = m.encode(text)
+    assert whole.nats == pytest.approx(m.kernel().evaluate(idx, np.zeros(16)), rel=1e-12)
+
+
+def test_fresh_model_scores_about_log_v(tmp_path, shakespeare):
+    vocab = sorted(set(shakespeare))
+    charstream.Model(vocab, hidden_size=8, seed=0).save(tmp_path / "fresh.npz")
+    (tmp_path / "t.txt").write_text(shakespeare[:5000])
+    r = invoke("eval", tmp_path / "t.txt", "--model", tmp_path / "fresh.npz", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["nats_per_char"] == pytest.approx(math.log(len(vocab)), rel=0.01)
+    assert d["bits_per_char"] == pytest.approx(d["nats_per_char"] / math.log(2))
+    assert d["perplexity"] == pytest.approx(math.exp(d["nats_per_char"]))
+    assert d["windows"] == 2 and d["unknown_chars"] == 0
+
+
+def test_training_lowers_the_score_and_unknown_chars_are_counted(model_path, shakespeare):
+    text = shakespeare[6000:9000] + "жжж"
+    r = invoke("eval", "-", "--model", model_path, "--json", input=text)
+    d = json.loads(r.stdout)
+    vocab = set(charstream.load(model_path).vocab)
+    assert d["unknown_chars"] == sum(c not in vocab for c in text) >= 3
+    assert d["chars_scored"] == len(text) - d["unknown_chars"] - 1
+    assert d["nats_per_char"] < math.log(charstream.load(model_path).vocab_size) - 0.3
+    human = invoke("eval", "-", "--model", model_path, input=shakespeare[6000:9000])
+    assert "bits/char" in human.stdout and "perplexity" in human.stdout and "median" in human.stdout
+
+
+def test_eval_refuses_text_it_cannot_score(model_path):
+    r = invoke("eval", "-", "--model", model_path, input="жжжжж")
+    assert r.exit_code == 1 and "outside the model's vocabulary" in r.stderr
+    r = invoke("eval", "-", "--model", model_path, input="")
+    assert r.exit_code == 1 and "input was empty" in r.stderr
+
+
+def test_evaluate_in_the_api(shakespeare):
+    m = charstream.Model(sorted(set(shakespeare)), hidden_size=8, seed=0)
+    assert m.evaluate(shakespeare[:3000]) == pytest.approx(math.log(m.vocab_size), rel=0.01)
+
+
+def test_info(model_path):
+    r = invoke("info", "--model", model_path, "--json")
+    d = json.loads(r.stdout)
+    m = charstream.load(model_path)
+    assert d["hidden_size"] == 16 and d["vocab_size"] == m.vocab_size
+    assert d["parameters"] == sum(v.size for v in m.params.values())
+    assert d["chunks_trained"] == m.state.chunks == (6000 - 1) // 25
+    assert d["chars_seen"] == 6000 and d["file_bytes"] == os.path.getsize(model_path)
+    assert d["recent_bits_per_char"] == pytest.approx(m.state.smooth_loss / 25 / math.log(2))
+    assert d["format_version"] == 1
+    text = invoke("info", "--model", model_path).stdout
+    assert "hidden size    16" in text and "\\n" in text
+
+
+def test_passes_equal_reading_the_file_again(tmp_path, shakespeare):
+    (tmp_path / "a.txt").write_text(shakespeare[:2000])
+    r = invoke("train", tmp_path / "a.txt", "--passes", 3, "--model", tmp_path / "p.npz", "--hidden-size", 8,
+               "--random-seed", 1)
+    assert r.exit_code == 0, r.output
+    ref = charstream.Model("", hidden_size=8, seed=1)
+    list(charstream.Trainer(ref).train([shakespeare[:2000]] * 3))
+    assert_same_model(charstream.load(tmp_path / "p.npz"), ref)
+
+
+def test_passes_refuse_streams(tmp_path):
+    r = invoke("train", "-", "--passes", 2, "--model", tmp_path / "s.npz", input="abc" * 50)
+    assert r.exit_code == 2 and "cannot be read twice" in r.stderr
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_max_chars_stops_exactly(tmp_path, shakespeare):
+    r = invoke("train", "-", "--max-chars", 1001, "--model", tmp_path / "c.npz", "--hidden-size", 8,
+               input=shakespeare[:5000])
+    assert r.exit_code == 0
+    m = charstream.load(tmp_path / "c.npz")
+    assert m.state.chars_seen == 1001 and m.state.chunks == 40
+
+
+def test_max_seconds_stops_a_quiet_pipe_and_saves(tmp_path, shakespeare):
+    path = tmp_path / "t.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "charstream", "train", "-", "--model", str(path),
+                             "--max-seconds", "1", "--hidden-size", "8"], stdin=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        proc.stdin.write(shakespeare[:2000].encode())
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+        assert b"stopped after --max-seconds 1" in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.stdin.close()
+    assert charstream.load(path).state.chars_seen == 2000
+
+
+@pytest.mark.parametrize("name", ["loss.csv", "loss.jsonl"])
+def test_loss_log(tmp_path, shakespeare, name):
+    log = tmp_path / name
+    for _ in range(2):   # appends
+        r = invoke("train", "-", "--model", tmp_path / "l.npz", "--hidden-size", 8, "--report-every", 0,
+                   "--log", log, input=shakespeare[:1000])
+        assert r.exit_code == 0
+    if name.endswith(".csv"):
+        rows = list(csv.DictReader(log.open()))
+    else:
+        rows = [json.loads(line) for line in log.open()]
+    assert len(rows) >= 2 * 39
+    assert int(rows[-1]["chunks"]) == 79 and int(rows[-1]["chars_seen"]) == 2000
+    for key in ("time", "elapsed_s", "smooth_nats_per_char", "window_bits_per_char", "chars_per_s"):
+        assert math.isfinite(float(rows[-1][key]))
+
+
+def test_live_samples_do_not_disturb_training(shakespeare):
+    ref = charstream.Model("", hidden_size=16, seed=3)
+    list(charstream.Trainer(ref).train([shakespeare[:3000]]))
+    m = charstream.Model("", hidden_size=16, seed=3)
+    tr = charstream.Trainer(m)
+    samples = []
+    for r in tr.train([shakespeare[:3000]]):
+        if r.chunk % 20 == 0:
+            samples.append(tr.sample(50, random_seed=r.chunk))
+    assert len(samples) == 5 and all(len(s) == 50 for s in samples)
+    assert_same_model(m, ref)
