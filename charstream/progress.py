@@ -8,7 +8,7 @@ import sys
 import time
 
 LN2 = math.log(2)
-LOG_FIELDS = ("time", "elapsed_s", "chars_seen", "chunks", "smooth_nats_per_char", "window_nats_per_char",
+LOG_FIELDS = ("time", "elapsed_s", "chars_seen", "chars_trained", "chunks", "smooth_nats_per_char", "window_nats_per_char",
               "window_bits_per_char", "chars_per_s", "vocab_size")
 
 
@@ -28,7 +28,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.start = self.last = self.last_sample = time.monotonic()
-        self.chars0 = model.state.chars_seen
+        self.trained0 = model.state.chunks * model.state.seq_length
         self._open_line = False
         self._losses = collections.deque(maxlen=window)   # (loss, seq_length) of recent chunks
         self.log, self.log_format = log, log_format
@@ -51,16 +51,17 @@ class Progress:
         elapsed = max(now - self.start, 1e-9)
         window = (sum(l for l, _ in self._losses) / sum(t for _, t in self._losses)
                   if self._losses else math.nan)
+        trained = st.chunks * record.seq_length
         return {"time": round(time.time(), 3), "elapsed_s": round(elapsed, 3), "chars_seen": st.chars_seen,
-                "chunks": st.chunks, "smooth_nats_per_char": record.smooth_loss / record.seq_length,
+                "chars_trained": trained, "chunks": st.chunks, "smooth_nats_per_char": record.smooth_loss / record.seq_length,
                 "window_nats_per_char": window, "window_bits_per_char": window / LN2,
-                "chars_per_s": round((st.chars_seen - self.chars0) / elapsed, 1), "vocab_size": record.vocab_size}
+                "chars_per_s": round((trained - self.trained0) / elapsed, 1), "vocab_size": record.vocab_size}
 
     def report(self, record, now=None):
         now = time.monotonic() if now is None else now
         self.last = now
         f = self.figures(record, now)
-        text = (f"chars {f['chars_seen']:,}  chunks {f['chunks']:,}  {f['chars_per_s']:,.0f} chars/s  "
+        text = (f"chars {f['chars_trained']:,}  chunks {f['chunks']:,}  {f['chars_per_s']:,.0f} chars/s  "
                 f"loss {f['smooth_nats_per_char']:.3f} nats/char ({f['smooth_nats_per_char'] / LN2:.3f} bits/char)  "
                 f"last {len(self._losses)} chunks {f['window_bits_per_char']:.3f} bits/char  V={f['vocab_size']}")
         if self.tty:

@@ -148,6 +148,7 @@ def test_loss_log(tmp_path, shakespeare, name):
         rows = [json.loads(line) for line in log.open()]
     assert len(rows) >= 2 * 39
     assert int(rows[-1]["chunks"]) == 79 and int(rows[-1]["chars_seen"]) == 2000
+    assert int(rows[-1]["chars_trained"]) == 79 * 25
     for key in ("time", "elapsed_s", "smooth_nats_per_char", "window_bits_per_char", "chars_per_s"):
         assert math.isfinite(float(rows[-1][key]))
 
