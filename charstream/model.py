@@ -7,7 +7,7 @@ import numpy as np
 
 from ._rnn_step import Kernel
 from .errors import CharstreamWarning
-from .vocab import Vocab
+from .vocab import DEFAULT_MAX_VOCAB, UNK, Vocab, check_max_size
 
 PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
 
@@ -32,15 +32,19 @@ class Model:
     `params` holds C-contiguous float64 arrays Wxh (H, V), Whh (H, H), Why (V, H), bh (H,), by (V,),
     the very arrays training updates. `seed` seeds the model's own generator, which draws the initial
     weights and the weights of characters that join the vocabulary later.
+
+    The vocabulary grows from the stream up to `max_vocab` characters; past that, new characters map
+    to UNK (U+FFFD), which takes the last slot. With `fixed_vocab=True` it never grows: characters
+    outside it map to U+FFFD if the vocabulary holds it, else they are skipped with one warning.
     """
 
-    def __init__(self, vocab, hidden_size=100, seed=None):
+    def __init__(self, vocab, hidden_size=100, seed=None, max_vocab=DEFAULT_MAX_VOCAB, fixed_vocab=False):
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, (int, np.integer)) or hidden_size < 1:
             raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
         chars = list(vocab)
         if len(set(chars)) != len(chars):
             raise ValueError("vocab must hold distinct characters")
-        self._vocab = Vocab(chars)
+        self._vocab = Vocab(chars, max_vocab, fixed_vocab)
         self.rng = np.random.default_rng(seed)
         H, V = int(hidden_size), len(chars)
         self.params = {
@@ -58,6 +62,27 @@ class Model:
         return tuple(self._vocab.itos)
 
     @property
+    def max_vocab(self):
+        """The most characters the vocabulary may hold, U+FFFD (the unknown symbol) included."""
+        return self._vocab.max_size
+
+    @max_vocab.setter
+    def max_vocab(self, n):
+        n = check_max_size(n)
+        if n < self.vocab_size:
+            raise ValueError(f"max_vocab={n} is below the model's {self.vocab_size} characters")
+        self._vocab.max_size = n
+
+    @property
+    def fixed_vocab(self):
+        """True when the vocabulary never grows."""
+        return self._vocab.fixed
+
+    @fixed_vocab.setter
+    def fixed_vocab(self, fixed):
+        self._vocab.fixed = bool(fixed)
+
+    @property
     def hidden_size(self):
         return self.params["Whh"].shape[0]
 
@@ -72,6 +97,10 @@ class Model:
         """Append unseen characters to the vocabulary in order; each gets a new column of Wxh, then a
         new row of Why, drawn `randn * 0.01` from the model's generator, and zero `by` and memories."""
         new = self._vocab.add(chars)
+        if self._vocab.capped and not getattr(self, "_warned_cap", False):
+            self._warned_cap = True
+            warnings.warn(f"the vocabulary is full (max_vocab={self.max_vocab}): further new characters "
+                          f"are read as {UNK!r} (U+FFFD)", CharstreamWarning, stacklevel=3)
         if not new:
             return new
         H, n = self.hidden_size, len(new)
