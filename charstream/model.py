@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import samplers
 from ._rnn_step import Kernel
 from .errors import CharstreamWarning
 from .vocab import DEFAULT_MAX_VOCAB, UNK, Vocab, check_max_size
@@ -133,24 +134,36 @@ class Model:
             idx = idx[idx >= 0]
         return np.ascontiguousarray(idx, dtype=np.int32)
 
-    def generate_blocks(self, seed="", temperature=1.0, random_seed=None, first_block=32, max_block=4096):
+    def generate_blocks(self, seed="", temperature=1.0, random_seed=None, first_block=32, max_block=4096,
+                        sampler=None, top_k=None, top_p=None):
         """Like `generate`, but yields the continuation as strings of growing length (cheaper to print)."""
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
                 or not math.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        top_k, top_p = samplers.check_top_k(top_k), samplers.check_top_p(top_p)
+        name, pick = samplers.resolve(sampler)
         if self.vocab_size == 0:
             raise ValueError("the model has an empty vocabulary: train it on some text first")
         kernel = self.kernel()
         h = np.zeros(self.hidden_size)
         kernel.step(self.encode(seed, "the seed"), h)
-        return _sample_blocks(self._vocab, kernel, h, float(temperature),
-                              np.random.default_rng(random_seed), first_block, max_block)
+        rng = np.random.default_rng(random_seed)
+        if pick is samplers.temperature and top_k is None and top_p is None:   # the compiled path
+            return _sample_blocks(self._vocab, kernel, h, float(temperature), rng, first_block, max_block)
+        return samplers.pick_blocks(self._vocab, kernel, h, float(temperature), name, pick, top_k, top_p,
+                                    rng, first_block, min(max_block, 256))
 
-    def generate(self, seed="", temperature=1.0, random_seed=None):
+    def generate(self, seed="", temperature=1.0, random_seed=None, sampler=None, top_k=None, top_p=None):
         """An endless iterator of one-character strings: `seed` primes a fresh hidden state, then each
-        step samples the next character from `softmax(y / temperature)` and yields it. The same
-        `random_seed` gives the same text; the training state is not touched."""
-        return (ch for block in self.generate_blocks(seed, temperature, random_seed) for ch in block)
+        step picks the next character from `softmax(y / temperature)` and yields it. The same
+        `random_seed` gives the same text; the training state is not touched.
+
+        `sampler` is a name (`"temperature"`, the default, `"greedy"`, `"top-k"`, `"top-p"` or a
+        plugin's) or a callable `(probs, rng) -> int`; `top_k` / `top_p` cut probs to the k most
+        probable characters / to the nucleus of mass p before it picks (see `charstream.samplers`).
+        """
+        blocks = self.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p)
+        return (ch for block in blocks for ch in block)
 
     def evaluate(self, text):
         """Mean cross-entropy of `text` in nats/char, hidden state carried from a zero state, no training."""

@@ -1,0 +1,151 @@
+"""Plugins: text sources and samplers found through entry points, loaded only when used.
+
+A plugin is an entry point in one of two groups, declared in the plugin's own `pyproject.toml`:
+
+    [project.entry-points."charstream.sources"]
+    myscheme = "my_package.sources:open_myscheme"   # (source: str) -> Iterable[str]
+
+    [project.entry-points."charstream.samplers"]
+    mysampler = "my_package.samplers:pick"           # (probs: np.ndarray, rng: np.random.Generator) -> int
+
+A source's name is a URI scheme: `charstream train myscheme://anything` calls the object with the
+whole string `"myscheme://anything"` and trains on the str it yields (bytes are decoded as UTF-8).
+A sampler gets the next character's probabilities (float64, summing to 1, in vocabulary order, after
+--temperature/--top-k/--top-p) and the generator's `numpy.random.Generator`; it returns an index.
+
+charstream's own sources and samplers are entry points in the same groups, read from its installed
+metadata, or from the table below when it runs without metadata (e.g. from a source folder). They
+come first: a plugin cannot replace them, and of two plugins with one name the first found wins
+(`charstream plugins` shows which). $CHARSTREAM_PLUGINS, if set, lists the distributions whose
+plugins may load (comma-separated; empty: built-ins only).
+"""
+import os
+from dataclasses import dataclass
+from importlib import metadata
+
+from .errors import CharstreamError
+
+SOURCES = "charstream.sources"
+SAMPLERS = "charstream.samplers"
+GROUPS = (SOURCES, SAMPLERS)
+KIND = {SOURCES: "source", SAMPLERS: "sampler"}
+
+BUILTINS = {   # mirrors [project.entry-points] in pyproject.toml
+    SOURCES: {"file": "charstream.sources:open_file", "tcp": "charstream.sources:open_tcp"},
+    SAMPLERS: {"temperature": "charstream.samplers:temperature", "greedy": "charstream.samplers:greedy",
+               "top-k": "charstream.samplers:top_k_default", "top-p": "charstream.samplers:top_p_default"},
+}
+DIST = "charstream"
+
+
+class PluginError(CharstreamError):
+    """A plugin that is missing, fails to import, or is not callable; the message names it."""
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """One entry point: its group, name, `module:attr` value and the distribution it comes from."""
+
+    group: str
+    name: str
+    value: str
+    origin: str            # "charstream 0.1.0 (built-in)", "fake-dist 1.0", ...
+    builtin: bool
+    entry_point: object    # an importlib.metadata.EntryPoint
+    shadowed_by: str = ""  # the origin of the plugin that won the name, if not this one
+
+    def load(self):
+        """Import the object; PluginError with a one-line message if that fails or it is no callable."""
+        try:
+            obj = self.entry_point.load()
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else ""
+            raise PluginError(f"{KIND[self.group]} plugin {self.name!r} ({self.value}, from {self.origin}) "
+                              f"failed to load: {type(e).__name__}{': ' + msg if msg else ''}") from None
+        if not callable(obj):
+            raise PluginError(f"{KIND[self.group]} plugin {self.name!r} ({self.value}, from {self.origin}) "
+                              f"is not callable")
+        return obj
+
+
+def _entry_points(group):
+    eps = metadata.entry_points()
+    if hasattr(eps, "select"):
+        return list(eps.select(group=group))
+    return list(eps.get(group, []))   # Python 3.9
+
+
+def _dist_of(ep):
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return None, ""
+    try:
+        return dist.metadata["Name"], dist.version
+    except Exception:
+        return None, ""
+
+
+def _allowed():
+    env = os.environ.get("CHARSTREAM_PLUGINS")
+    if env is None:
+        return None
+    return {_norm(d) for d in env.split(",") if d.strip()}
+
+
+def _norm(name):
+    return (name or "").strip().lower().replace("_", "-")
+
+
+def discover(group):
+    """Every plugin of `group`, built-ins first, then by distribution and name; nothing is imported."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown plugin group {group!r}")
+    allowed = _allowed()
+    builtins, others, seen = [], [], set()
+    for ep in _entry_points(group):
+        dist, version = _dist_of(ep)
+        key = (ep.name, ep.value, dist)
+        if key in seen:        # the same distribution on sys.path twice
+            continue
+        seen.add(key)
+        if _norm(dist) == DIST and BUILTINS[group].get(ep.name) == ep.value:
+            builtins.append(Plugin(group, ep.name, ep.value, f"{dist} {version} (built-in)", True, ep))
+        elif allowed is None or _norm(dist) in allowed:
+            origin = f"{dist} {version}" if dist else "unknown distribution"
+            others.append(Plugin(group, ep.name, ep.value, origin, False, ep))
+    have = {p.name for p in builtins}
+    for name, value in BUILTINS[group].items():   # running without installed metadata
+        if name not in have:
+            ep = metadata.EntryPoint(name=name, value=value, group=group)
+            builtins.append(Plugin(group, name, value, "charstream (built-in)", True, ep))
+    others.sort(key=lambda p: (p.origin, p.name))
+    winners, out = {}, []
+    for p in builtins + others:
+        if p.name in winners:
+            p = Plugin(p.group, p.name, p.value, p.origin, p.builtin, p.entry_point, winners[p.name])
+        else:
+            winners[p.name] = p.origin
+        out.append(p)
+    return out
+
+
+def names(group):
+    """The names that resolve in `group`, in discovery order."""
+    return [p.name for p in discover(group) if not p.shadowed_by]
+
+
+def find(group, name):
+    """The plugin that answers to `name` in `group`, or None."""
+    for p in discover(group):
+        if p.name == name and not p.shadowed_by:
+            return p
+    return None
+
+
+def load(group, name):
+    """The object registered as `name` in `group`, imported now; PluginError if there is none or it breaks."""
+    plugin = find(group, name)
+    if plugin is None:
+        known = ", ".join(names(group)) or "none"
+        raise PluginError(f"no {KIND[group]} named {name!r} (known: {known})")
+    return plugin.load()
