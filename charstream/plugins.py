@@ -49,7 +49,7 @@ class Plugin:
     group: str
     name: str
     value: str
-    origin: str            # "charstream 0.1.0 (built-in)", "fake-dist 1.0", ...
+    origin: str            # "charstream 0.1.0, built-in", "fake-dist 1.0", ...
     builtin: bool
     entry_point: object    # an importlib.metadata.EntryPoint
     shadowed_by: str = ""  # the origin of the plugin that won the name, if not this one
@@ -109,7 +109,7 @@ def discover(group):
             continue
         seen.add(key)
         if _norm(dist) == DIST and BUILTINS[group].get(ep.name) == ep.value:
-            builtins.append(Plugin(group, ep.name, ep.value, f"{dist} {version} (built-in)", True, ep))
+            builtins.append(Plugin(group, ep.name, ep.value, f"{dist} {version}, built-in", True, ep))
         elif allowed is None or _norm(dist) in allowed:
             origin = f"{dist} {version}" if dist else "unknown distribution"
             others.append(Plugin(group, ep.name, ep.value, origin, False, ep))
@@ -117,7 +117,9 @@ def discover(group):
     for name, value in BUILTINS[group].items():   # running without installed metadata
         if name not in have:
             ep = metadata.EntryPoint(name=name, value=value, group=group)
-            builtins.append(Plugin(group, name, value, "charstream (built-in)", True, ep))
+            builtins.append(Plugin(group, name, value, "charstream, built-in", True, ep))
+    order = list(BUILTINS[group])
+    builtins.sort(key=lambda p: order.index(p.name))
     others.sort(key=lambda p: (p.origin, p.name))
     winners, out = {}, []
     for p in builtins + others:

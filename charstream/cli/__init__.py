@@ -4,6 +4,7 @@ import click
 from .. import __version__
 from .corpus import corpus
 from .generate import generate
+from .plugins import plugins
 from .train import train
 
 
@@ -19,5 +20,5 @@ def main():
     """
 
 
-for command in (train, generate, corpus):
+for command in (train, generate, corpus, plugins):
     main.add_command(command)
