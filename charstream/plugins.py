@@ -19,7 +19,9 @@ come first: a plugin cannot replace them, and of two plugins with one name the f
 (`charstream plugins` shows which). $CHARSTREAM_PLUGINS, if set, lists the distributions whose
 plugins may load (comma-separated; empty: built-ins only).
 """
+import functools
 import os
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -97,12 +99,18 @@ def _norm(name):
 
 
 def discover(group):
-    """Every plugin of `group`, built-ins first, then by distribution and name; nothing is imported."""
+    """Every plugin of `group`, built-ins first, then by distribution and name; nothing is imported.
+    The scan is cached until sys.path or $CHARSTREAM_PLUGINS changes."""
     if group not in GROUPS:
         raise ValueError(f"unknown plugin group {group!r}")
+    return list(_discover(group, tuple(sys.path), os.environ.get("CHARSTREAM_PLUGINS"), _entry_points))
+
+
+@functools.lru_cache(maxsize=16)
+def _discover(group, path, env, entry_points):
     allowed = _allowed()
     builtins, others, seen = [], [], set()
-    for ep in _entry_points(group):
+    for ep in entry_points(group):
         dist, version = _dist_of(ep)
         key = (ep.name, ep.value, dist)
         if key in seen:        # the same distribution on sys.path twice
@@ -128,7 +136,7 @@ def discover(group):
         else:
             winners[p.name] = p.origin
         out.append(p)
-    return out
+    return tuple(out)
 
 
 def names(group):
