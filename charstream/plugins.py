@@ -116,8 +116,9 @@ def _discover(group, path, env, entry_points):
         if key in seen:        # the same distribution on sys.path twice
             continue
         seen.add(key)
-        if _norm(dist) == DIST and BUILTINS[group].get(ep.name) == ep.value:
-            builtins.append(Plugin(group, ep.name, ep.value, f"{dist} {version}, built-in", True, ep))
+        if BUILTINS[group].get(ep.name) == ep.value and (dist is None or _norm(dist) == DIST):
+            origin = f"{dist} {version}, built-in" if dist else "charstream, built-in"
+            builtins.append(Plugin(group, ep.name, ep.value, origin, True, ep))
         elif allowed is None or _norm(dist) in allowed:
             origin = f"{dist} {version}" if dist else "unknown distribution"
             others.append(Plugin(group, ep.name, ep.value, origin, False, ep))

@@ -148,3 +148,43 @@ def test_files_without_a_cap_load_with_the_default(tmp_path):
         np.savez(f, **dict(arrays, meta=np.array(json.dumps(meta))))
     old = charstream.load(tmp_path / "old.npz")
     assert old.max_vocab == charstream.vocab.DEFAULT_MAX_VOCAB and not old.fixed_vocab
+
+
+def _cli(*args, input=None):
+    from click.testing import CliRunner
+    from charstream.cli import main
+    return CliRunner().invoke(main, list(args), input=input)
+
+
+def test_cli_max_vocab_is_saved_and_can_be_raised_not_lowered_below_v(tmp_path):
+    path = str(tmp_path / "c.npz")
+    r = _cli("train", "-", "--model", path, "--hidden-size", "4", "--max-vocab", "6",
+             input="abcdefghij" * 20)
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.count("Warning: the vocabulary is full (max_vocab=6)") == 1
+    m = charstream.load(path)
+    assert m.max_vocab == 6 and m.vocab == ("a", "b", "c", "d", "e", UNK)
+    r = _cli("train", "-", "--model", path, "--max-vocab", "3", input="abc" * 20)
+    assert r.exit_code == 2 and "Invalid value for --max-vocab" in r.stderr and "below the model's 6" in r.stderr
+    assert _cli("train", "-", "--model", path, "--max-vocab", "8", input="xyz" * 20).exit_code == 0
+    m = charstream.load(path)          # one more character joins (the last slot stays U+FFFD's)
+    assert m.max_vocab == 8 and m.vocab_size == 7 and m.vocab[:6] == ("a", "b", "c", "d", "e", UNK)
+    new = str(tmp_path / "d.npz")
+    assert _cli("train", "-", "--model", new, "--hidden-size", "4", input="abc" * 20).exit_code == 0
+    assert charstream.load(new).max_vocab == charstream.vocab.DEFAULT_MAX_VOCAB
+
+
+def test_cli_fixed_vocab(tmp_path):
+    path = str(tmp_path / "f.npz")
+    r = _cli("train", "-", "--model", path, "--hidden-size", "4", "--vocab", "ab ", "--fixed-vocab",
+             input="ab ba xyz " * 20)
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.count("Warning: characters outside the fixed vocabulary are skipped: 'x', 'y', 'z'") == 1
+    m = charstream.load(path)
+    assert m.vocab == ("a", "b", " ") and m.fixed_vocab
+    assert _cli("train", "-", "--model", path, input="abc" * 20).exit_code == 0
+    assert charstream.load(path).vocab == ("a", "b", " ")          # still fixed: the file remembers
+    assert _cli("train", "-", "--model", path, "--open-vocab", input="abc" * 20).exit_code == 0
+    assert charstream.load(path).vocab == ("a", "b", " ", "c") and not charstream.load(path).fixed_vocab
+    r = _cli("train", "-", "--model", str(tmp_path / "g.npz"), "--vocab", "abc", "--max-vocab", "2", input="abc")
+    assert r.exit_code == 2 and "more than max_vocab=2" in r.stderr
