@@ -146,9 +146,10 @@ def names(group):
 
 
 def find(group, name):
-    """The plugin that answers to `name` in `group`, or None."""
+    """The plugin that answers to `name` in `group` (a source's scheme in any case), or None."""
+    same = (lambda a, b: a.lower() == b.lower()) if group == SOURCES else (lambda a, b: a == b)
     for p in discover(group):
-        if p.name == name and not p.shadowed_by:
+        if same(p.name, name) and not p.shadowed_by:
             return p
     return None
 

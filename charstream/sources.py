@@ -241,12 +241,14 @@ class Listener:
     def __init__(self, address, max_connections=None, on_event=None):
         host, port = parse_address(address, f"--listen {address}", listen=True)
         try:
-            self.sock = socket.create_server((host, port))
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.sock = socket.create_server((host, port), family=family)
         except socket.gaierror:
             raise CharstreamError(f"--listen {address}: unknown host {host!r}") from None
         except OSError as e:
             raise CharstreamError(f"cannot listen on {address}: {e.strerror or e}") from None
-        self.address = "%s:%d" % self.sock.getsockname()[:2]
+        bound_host, bound_port = self.sock.getsockname()[:2]
+        self.address = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
         self.max_connections = max_connections
         self.on_event = on_event or (lambda message: None)
 

@@ -59,6 +59,7 @@ ENTRY_POINTS = f'''
 repeat = {MODULE}:open_repeat
 failing = {MODULE}:open_failing
 tcp = {MODULE}:open_repeat
+brokensrc = {MODULE}_missing:nothing
 
 [charstream.samplers]
 last = {MODULE}:last
@@ -164,10 +165,19 @@ def test_charstream_plugins_lists_sources_and_samplers_with_their_origin(fake_di
     assert "[not used: the name is taken by charstream" in out
     assert "broken" in out and "[broken: ModuleNotFoundError" in out
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 2 and any("'broken'" in e for e in errors) and any("'notcallable'" in e for e in errors)
+    assert len(errors) == 3 and any("'broken'" in e for e in errors) and any("'notcallable'" in e for e in errors)
+    assert any("source plugin 'brokensrc'" in e for e in errors)
     assert r.exit_code == 1
     r = CliRunner().invoke(main, ["plugins", "--no-load"])
     assert r.exit_code == 0 and "repeat" in r.stdout and r.stderr == ""
+
+
+def test_a_broken_source_plugin_is_refused_before_training(fake_dist, tmp_path):
+    r = CliRunner().invoke(main, ["train", "brokensrc://x", "--model", str(tmp_path / "b.npz")])
+    assert r.exit_code == 1 and not (tmp_path / "b.npz").exists()
+    assert r.stderr == (f"Error: source plugin 'brokensrc' ({MODULE}_missing:nothing, from {DIST} 1.0) failed "
+                        f"to load: ModuleNotFoundError: No module named '{MODULE}_missing'\n")
+    assert "".join(open_source("REPEAT://ab*2")) == "abab"     # schemes are case-insensitive
 
 
 def test_a_source_plugin_that_fails_mid_stream_is_one_clear_error(fake_dist, tmp_path):

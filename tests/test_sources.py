@@ -217,6 +217,45 @@ def test_train_listen_trains_each_connection_and_saves_on_interrupt(tmp_path, sh
     assert "ё" in charstream.load(path).vocab
 
 
+def test_a_listener_warns_about_a_dropped_connection_and_goes_on():
+    listener = Listener("127.0.0.1:0", max_connections=2)
+    port = int(listener.address.rsplit(":", 1)[1])
+
+    def clients():
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as c:
+            c.sendall(b"lost ")
+            time.sleep(0.2)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))   # reset
+        _client(port, [b"kept"])
+
+    t = threading.Thread(target=clients, daemon=True)
+    t.start()
+    texts, warned = _collect(listener)
+    t.join(TIMEOUT)
+    assert "".join(texts) in ("lost kept", "kept")
+    assert len(warned) == 1 and "connection dropped" in warned[0]
+
+
+def test_a_listener_on_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        listener = Listener("[::1]:0", max_connections=1)
+    except CharstreamError:
+        pytest.skip("no IPv6 loopback here")
+    port = int(listener.address.rsplit(":", 1)[1])
+    assert listener.address.startswith("[::1]:")
+    t = threading.Thread(target=lambda: _client6(port, "Ещё".encode()), daemon=True)
+    t.start()
+    assert "".join(listener) == "Ещё"
+    t.join(TIMEOUT)
+
+
+def _client6(port, data):
+    with socket.create_connection(("::1", port), timeout=TIMEOUT) as c:
+        c.sendall(data)
+
+
 def test_listen_on_a_bad_address_is_one_clear_error(tmp_path):
     with socket.create_server(("127.0.0.1", 0)) as busy:
         addr = "127.0.0.1:%d" % busy.getsockname()[1]
