@@ -22,10 +22,11 @@ plugins may load (comma-separated; empty: built-ins only).
 import functools
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from importlib import metadata
 
-from .errors import CharstreamError
+from .errors import CharstreamError, CharstreamWarning
 
 SOURCES = "charstream.sources"
 SAMPLERS = "charstream.samplers"
@@ -71,20 +72,30 @@ class Plugin:
 
 
 def _entry_points(group):
-    eps = metadata.entry_points()
-    if hasattr(eps, "select"):
-        return list(eps.select(group=group))
-    return list(eps.get(group, []))   # Python 3.9
+    """[(entry point, distribution name, version)] of `group`."""
+    return [(ep, name, version) for ep, name, version in _scan(tuple(sys.path)) if ep.group == group]
 
 
-def _dist_of(ep):
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return None, ""
-    try:
-        return dist.metadata["Name"], dist.version
-    except Exception:
-        return None, ""
+@functools.lru_cache(maxsize=4)
+def _scan(path):
+    """Every charstream entry point on `path`, one distribution per name (the first on sys.path, as
+    imports see it); a distribution whose metadata cannot be read is skipped with a warning rather
+    than breaking every command."""
+    out, seen = [], set()
+    for dist in metadata.distributions(path=list(path)):
+        try:
+            name, version = dist.metadata["Name"], dist.version
+            if _norm(name) in seen:
+                continue
+            seen.add(_norm(name))
+            eps = [ep for ep in dist.entry_points if ep.group in GROUPS]
+        except Exception as e:
+            where = getattr(dist, "_path", None) or "a distribution"
+            warnings.warn(f"skipping the plugins of {where}: unreadable metadata "
+                          f"({type(e).__name__}: {e})", CharstreamWarning, stacklevel=2)
+            continue
+        out.extend((ep, name, version) for ep in eps)
+    return tuple(out)
 
 
 def _allowed():
@@ -109,18 +120,12 @@ def discover(group):
 @functools.lru_cache(maxsize=16)
 def _discover(group, path, env, entry_points):
     allowed = _allowed()
-    builtins, others, seen = [], [], set()
-    for ep in entry_points(group):
-        dist, version = _dist_of(ep)
-        key = (ep.name, ep.value, dist)
-        if key in seen:        # the same distribution on sys.path twice
-            continue
-        seen.add(key)
-        if BUILTINS[group].get(ep.name) == ep.value and (dist is None or _norm(dist) == DIST):
-            origin = f"{dist} {version}, built-in" if dist else "charstream, built-in"
-            builtins.append(Plugin(group, ep.name, ep.value, origin, True, ep))
+    builtins, others = [], []
+    for ep, dist, version in entry_points(group):
+        if BUILTINS[group].get(ep.name) == ep.value and _norm(dist) == DIST:
+            builtins.append(Plugin(group, ep.name, ep.value, f"{dist} {version}, built-in", True, ep))
         elif allowed is None or _norm(dist) in allowed:
-            origin = f"{dist} {version}" if dist else "unknown distribution"
+            origin = f"{dist} {version}" if dist else "a distribution with no name"
             others.append(Plugin(group, ep.name, ep.value, origin, False, ep))
     have = {p.name for p in builtins}
     for name, value in BUILTINS[group].items():   # running without installed metadata

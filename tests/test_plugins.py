@@ -209,3 +209,15 @@ def test_a_fake_distribution_drives_train_and_generate_end_to_end(tmp_path):
     listing = _popen(_cli("plugins"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = listing.communicate(timeout=60)
     assert f"from {DIST} 1.0" in out.decode() and listing.returncode == 1   # the fake has broken entries
+
+
+def test_a_distribution_with_unreadable_metadata_breaks_nothing(tmp_path, monkeypatch):
+    info = tmp_path / "bad" / "bad_dist-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-dist\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[charstream.samplers]\nno equals sign here\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "bad"))
+    with pytest.warns(charstream.CharstreamWarning, match="skipping the plugins of .*bad_dist-1.0.dist-info"):
+        assert plugins.names(plugins.SAMPLERS) == ["temperature", "greedy", "top-k", "top-p"]
+    m = charstream.Model("ab", hidden_size=4, seed=0)
+    assert len("".join(itertools.islice(m.generate(sampler="greedy"), 5))) == 5

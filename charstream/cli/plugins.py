@@ -2,6 +2,7 @@
 import click
 
 from .. import plugins as registry
+from .common import show_warnings
 
 
 @click.command()
@@ -17,6 +18,7 @@ def plugins(no_load):
       charstream train myscheme://somewhere    # a scheme listed under "sources"
       charstream generate --sampler mysampler  # a name listed under "samplers"
     """
+    show_warnings()
     broken = 0
     for group, title in ((registry.SOURCES, "sources (charstream train SCHEME://...)"),
                          (registry.SAMPLERS, "samplers (charstream generate --sampler NAME)")):
