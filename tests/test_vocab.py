@@ -188,3 +188,20 @@ def test_cli_fixed_vocab(tmp_path):
     assert charstream.load(path).vocab == ("a", "b", " ", "c") and not charstream.load(path).fixed_vocab
     r = _cli("train", "-", "--model", str(tmp_path / "g.npz"), "--vocab", "abc", "--max-vocab", "2", input="abc")
     assert r.exit_code == 2 and "more than max_vocab=2" in r.stderr
+
+
+def test_cli_english_then_japanese_then_generates_japanese(tmp_path, shakespeare):
+    path = str(tmp_path / "ej.npz")
+    (tmp_path / "en.txt").write_text(shakespeare[:2000], encoding="utf-8")
+    (tmp_path / "ja.txt").write_bytes((JAPANESE * 60).encode("utf-8"))
+    assert _cli("train", str(tmp_path / "en.txt"), "--model", path, "--hidden-size", "32",
+                "--random-seed", "0").exit_code == 0
+    english = charstream.load(path).vocab
+    r = _cli("train", str(tmp_path / "ja.txt"), "--model", path)
+    assert r.exit_code == 0 and "Warning" not in r.stderr
+    m = charstream.load(path)
+    assert m.vocab[:len(english)] == english and set(JAPANESE) <= set(m.vocab)
+    r = _cli("generate", "--model", path, "--seed", "春は", "--length", "40", "--sampler", "greedy")
+    assert r.exit_code == 0
+    out = r.stdout[len("春は"):-1]
+    assert len(out) == 40 and sum(c in JAPANESE for c in out) >= 30, out
