@@ -115,8 +115,8 @@ class _Dropper:
             self.warned = True
             bad = sorted({chr(c) for c in np.asarray(cps)[~keep]})
             shown = ", ".join(repr(c) for c in bad[:10]) + (", ..." if len(bad) > 10 else "")
-            warnings.warn(f"characters outside the fixed vocabulary are skipped: {shown}",
-                          CharstreamWarning, stacklevel=3)
+            which = "fixed vocabulary" if self.vocab.fixed else "full vocabulary (it has no U+FFFD)"
+            warnings.warn(f"characters outside the {which} are skipped: {shown}", CharstreamWarning, stacklevel=3)
         return cps[keep]
 
 

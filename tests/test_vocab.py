@@ -188,6 +188,13 @@ def test_cli_fixed_vocab(tmp_path):
     assert charstream.load(path).vocab == ("a", "b", " ", "c") and not charstream.load(path).fixed_vocab
     r = _cli("train", "-", "--model", str(tmp_path / "g.npz"), "--vocab", "abc", "--max-vocab", "2", input="abc")
     assert r.exit_code == 2 and "more than max_vocab=2" in r.stderr
+    r = _cli("train", "-", "--model", str(tmp_path / "h.npz"), "--fixed-vocab", input="abc")
+    assert r.exit_code == 2 and "needs its characters: give --vocab CHARS" in r.stderr
+    assert not (tmp_path / "h.npz").exists()
+    full = charstream.Model("ab", hidden_size=4, seed=0, max_vocab=2)
+    with pytest.warns(charstream.CharstreamWarning, match=r"outside the full vocabulary \(it has no U\+FFFD\)"):
+        list(charstream.Trainer(full).train(["abc" * 20]))
+    assert full.vocab == ("a", "b")
 
 
 def test_cli_english_then_japanese_then_generates_japanese(tmp_path, shakespeare):

@@ -95,6 +95,9 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
                 os.makedirs(folder, exist_ok=True)
             except OSError as e:
                 raise click.ClickException(f"cannot create {folder}: {e.strerror}") from None
+        if fixed_vocab and not initial_vocab:
+            raise click.BadParameter("a new model with a fixed vocabulary needs its characters: give --vocab CHARS",
+                                     param_hint="--fixed-vocab")
         try:
             model = Model(dict.fromkeys(initial_vocab or ""), hidden_size or 100, seed=random_seed,
                           max_vocab=max_vocab or DEFAULT_MAX_VOCAB, fixed_vocab=bool(fixed_vocab))
