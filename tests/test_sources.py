@@ -1,16 +1,13 @@
 """Sources: TCP (connect and listen) on 127.0.0.1 with bounded servers, decoding across reads, pipes."""
 import io
-import os
 import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 import warnings
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

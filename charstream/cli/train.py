@@ -86,7 +86,7 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
             if max_vocab is not None:
                 model.max_vocab = max_vocab
         except ValueError as e:
-            raise click.BadParameter(f"{path}: {e}", param_hint="--max-vocab")
+            raise click.BadParameter(f"{path}: {e}", param_hint="--max-vocab") from None
         if fixed_vocab is not None:
             model.fixed_vocab = fixed_vocab
     else:
@@ -102,7 +102,7 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
             model = Model(dict.fromkeys(initial_vocab or ""), hidden_size or 100, seed=random_seed,
                           max_vocab=max_vocab or DEFAULT_MAX_VOCAB, fixed_vocab=bool(fixed_vocab))
         except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--vocab")
+            raise click.BadParameter(str(e), param_hint="--vocab") from None
     if not os.access(folder, os.W_OK):
         raise click.ClickException(f"{folder}: permission denied: the model could not be saved there")
     trainer = Trainer(model, seq_length, learning_rate)
