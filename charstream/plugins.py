@@ -25,6 +25,9 @@ import sys
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
+from importlib.metadata import entry_points   # replaceable, like importlib.metadata.entry_points
+
+_STDLIB_ENTRY_POINTS = entry_points
 
 from .errors import CharstreamError, CharstreamWarning
 
@@ -72,15 +75,36 @@ class Plugin:
 
 
 def _entry_points(group):
-    """[(entry point, distribution name, version)] of `group`."""
-    return [(ep, name, version) for ep, name, version in _scan(tuple(sys.path)) if ep.group == group]
+    """[(entry point, distribution name or None, version)] of `group`, from
+    `importlib.metadata.entry_points()`. If that fails because one distribution's metadata is
+    unreadable, the distributions are read one by one and that one is skipped with a warning,
+    rather than breaking every command."""
+    fn = entry_points if entry_points is not _STDLIB_ENTRY_POINTS else metadata.entry_points
+    try:
+        eps = fn()
+    except Exception:
+        return list(_scan_distributions(group, tuple(sys.path)))
+    if hasattr(eps, "select"):
+        eps = eps.select(group=group)
+    elif isinstance(eps, dict):              # Python 3.9
+        eps = eps.get(group, ())
+    else:
+        eps = [ep for ep in eps if getattr(ep, "group", None) == group]
+    return [(ep, *_dist_of(ep)) for ep in eps]
 
 
-@functools.lru_cache(maxsize=4)
-def _scan(path):
-    """Every charstream entry point on `path`, one distribution per name (the first on sys.path, as
-    imports see it); a distribution whose metadata cannot be read is skipped with a warning rather
-    than breaking every command."""
+def _dist_of(ep):
+    dist = getattr(ep, "dist", None)         # None on Python 3.9, or for a hand-made EntryPoint
+    if dist is None:
+        return None, ""
+    try:
+        return dist.metadata["Name"], dist.version
+    except Exception:
+        return None, ""
+
+
+@functools.lru_cache(maxsize=8)
+def _scan_distributions(group, path):
     out, seen = [], set()
     for dist in metadata.distributions(path=list(path)):
         try:
@@ -88,7 +112,7 @@ def _scan(path):
             if _norm(name) in seen:
                 continue
             seen.add(_norm(name))
-            eps = [ep for ep in dist.entry_points if ep.group in GROUPS]
+            eps = [ep for ep in dist.entry_points if ep.group == group]
         except Exception as e:
             where = getattr(dist, "_path", None) or "a distribution"
             warnings.warn(f"skipping the plugins of {where}: unreadable metadata "
@@ -96,6 +120,17 @@ def _scan(path):
             continue
         out.extend((ep, name, version) for ep in eps)
     return tuple(out)
+
+
+def _path_state():
+    """sys.path with each folder's mtime: it changes when a distribution is added or removed."""
+    state = []
+    for p in sys.path:
+        try:
+            state.append((p, os.stat(p or ".").st_mtime_ns))
+        except OSError:
+            state.append((p, None))
+    return tuple(state)
 
 
 def _allowed():
@@ -111,19 +146,22 @@ def _norm(name):
 
 def discover(group):
     """Every plugin of `group`, built-ins first, then by distribution and name; nothing is imported.
-    The scan is cached until sys.path or $CHARSTREAM_PLUGINS changes."""
+    The scan is cached until sys.path, a folder on it, $CHARSTREAM_PLUGINS or the entry point
+    functions change."""
     if group not in GROUPS:
         raise ValueError(f"unknown plugin group {group!r}")
-    return list(_discover(group, tuple(sys.path), os.environ.get("CHARSTREAM_PLUGINS"), _entry_points))
+    key = (_path_state(), os.environ.get("CHARSTREAM_PLUGINS"), _entry_points, entry_points, metadata.entry_points)
+    return list(_discover(group, key))
 
 
 @functools.lru_cache(maxsize=16)
-def _discover(group, path, env, entry_points):
+def _discover(group, key):
     allowed = _allowed()
     builtins, others = [], []
-    for ep, dist, version in entry_points(group):
-        if BUILTINS[group].get(ep.name) == ep.value and _norm(dist) == DIST:
-            builtins.append(Plugin(group, ep.name, ep.value, f"{dist} {version}, built-in", True, ep))
+    for ep, dist, version in _entry_points(group):
+        if BUILTINS[group].get(ep.name) == ep.value and _norm(dist or DIST) == DIST:
+            origin = f"{dist} {version}, built-in" if dist else "charstream, built-in"
+            builtins.append(Plugin(group, ep.name, ep.value, origin, True, ep))
         elif allowed is None or _norm(dist) in allowed:
             origin = f"{dist} {version}" if dist else "a distribution with no name"
             others.append(Plugin(group, ep.name, ep.value, origin, False, ep))

@@ -221,3 +221,32 @@ def test_a_distribution_with_unreadable_metadata_breaks_nothing(tmp_path, monkey
         assert plugins.names(plugins.SAMPLERS) == ["temperature", "greedy", "top-k", "top-p"]
     m = charstream.Model("ab", hidden_size=4, seed=0)
     assert len("".join(itertools.islice(m.generate(sampler="greedy"), 5))) == 5
+
+
+def shout(source):
+    """A source defined right here, registered by a replaced entry_points()."""
+    yield source.split("://", 1)[1].upper()
+
+
+def first(probs, rng):
+    return 0
+
+
+@pytest.mark.parametrize("target", ["importlib.metadata.entry_points", "charstream.plugins.entry_points"])
+def test_a_replaced_entry_points_function_registers_and_unregisters(monkeypatch, target):
+    from importlib import metadata
+    real = metadata.entry_points
+    fake = [metadata.EntryPoint("shout", "test_plugins:shout", plugins.SOURCES),
+            metadata.EntryPoint("first", "test_plugins:first", plugins.SAMPLERS)]
+
+    def entry_points():   # charstream's own entry points, plus the fakes
+        return metadata.EntryPoints([ep for g in plugins.GROUPS for ep in real().select(group=g)] + fake)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(target, entry_points)
+        assert "".join(open_source("shout://hello")) == "HELLO"
+        m = charstream.Model("xyz", hidden_size=4, seed=0)
+        assert "".join(itertools.islice(m.generate(sampler="first"), 5)) == "xxxxx"
+        assert [p.origin for p in plugins.discover(plugins.SOURCES) if p.name == "shout"] == \
+            ["a distribution with no name"]
+    assert "shout" not in plugins.names(plugins.SOURCES)
