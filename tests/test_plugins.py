@@ -250,3 +250,8 @@ def test_a_replaced_entry_points_function_registers_and_unregisters(monkeypatch,
         assert [p.origin for p in plugins.discover(plugins.SOURCES) if p.name == "shout"] == \
             ["a distribution with no name"]
     assert "shout" not in plugins.names(plugins.SOURCES)
+
+
+def test_plugins_help_shows_an_example():
+    r = CliRunner().invoke(main, ["plugins", "--help"])
+    assert r.exit_code == 0 and "Example" in r.output and "charstream plugins" in r.output
