@@ -2,6 +2,7 @@
 from . import _rnn_step  # the compiled kernel; there is no pure-Python fallback
 from .errors import CharstreamError, CharstreamWarning, ModelFileError, NonFiniteError
 from .model import Model
+from . import plugins, samplers, sources  # charstream.sources.open_source("tcp://...") after `import charstream`
 from .store import load
 from .trainer import Record, Trainer
 

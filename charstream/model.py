@@ -5,9 +5,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import samplers
 from ._rnn_step import Kernel
 from .errors import CharstreamWarning
-from .vocab import Vocab
+from .vocab import DEFAULT_MAX_VOCAB, UNK, Vocab, check_max_size
 
 PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
 
@@ -32,15 +33,19 @@ class Model:
     `params` holds C-contiguous float64 arrays Wxh (H, V), Whh (H, H), Why (V, H), bh (H,), by (V,),
     the very arrays training updates. `seed` seeds the model's own generator, which draws the initial
     weights and the weights of characters that join the vocabulary later.
+
+    The vocabulary grows from the stream up to `max_vocab` characters; past that, new characters map
+    to UNK (U+FFFD), which takes the last slot. With `fixed_vocab=True` it never grows: characters
+    outside it map to U+FFFD if the vocabulary holds it, else they are skipped with one warning.
     """
 
-    def __init__(self, vocab, hidden_size=100, seed=None):
+    def __init__(self, vocab, hidden_size=100, seed=None, max_vocab=DEFAULT_MAX_VOCAB, fixed_vocab=False):
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, (int, np.integer)) or hidden_size < 1:
             raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
         chars = list(vocab)
         if len(set(chars)) != len(chars):
             raise ValueError("vocab must hold distinct characters")
-        self._vocab = Vocab(chars)
+        self._vocab = Vocab(chars, max_vocab, fixed_vocab)
         self.rng = np.random.default_rng(seed)
         H, V = int(hidden_size), len(chars)
         self.params = {
@@ -58,6 +63,27 @@ class Model:
         return tuple(self._vocab.itos)
 
     @property
+    def max_vocab(self):
+        """The most characters the vocabulary may hold, U+FFFD (the unknown symbol) included."""
+        return self._vocab.max_size
+
+    @max_vocab.setter
+    def max_vocab(self, n):
+        n = check_max_size(n)
+        if n < self.vocab_size:
+            raise ValueError(f"max_vocab={n} is below the model's {self.vocab_size} characters")
+        self._vocab.max_size = n
+
+    @property
+    def fixed_vocab(self):
+        """True when the vocabulary never grows."""
+        return self._vocab.fixed
+
+    @fixed_vocab.setter
+    def fixed_vocab(self, fixed):
+        self._vocab.fixed = bool(fixed)
+
+    @property
     def hidden_size(self):
         return self.params["Whh"].shape[0]
 
@@ -72,6 +98,10 @@ class Model:
         """Append unseen characters to the vocabulary in order; each gets a new column of Wxh, then a
         new row of Why, drawn `randn * 0.01` from the model's generator, and zero `by` and memories."""
         new = self._vocab.add(chars)
+        if self._vocab.capped and not getattr(self, "_warned_cap", False):
+            self._warned_cap = True
+            warnings.warn(f"the vocabulary is full (max_vocab={self.max_vocab}): further new characters "
+                          f"are read as {UNK!r} (U+FFFD)", CharstreamWarning, stacklevel=3)
         if not new:
             return new
         H, n = self.hidden_size, len(new)
@@ -104,24 +134,36 @@ class Model:
             idx = idx[idx >= 0]
         return np.ascontiguousarray(idx, dtype=np.int32)
 
-    def generate_blocks(self, seed="", temperature=1.0, random_seed=None, first_block=32, max_block=4096):
+    def generate_blocks(self, seed="", temperature=1.0, random_seed=None, first_block=32, max_block=4096,
+                        sampler=None, top_k=None, top_p=None):
         """Like `generate`, but yields the continuation as strings of growing length (cheaper to print)."""
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
                 or not math.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        top_k, top_p = samplers.check_top_k(top_k), samplers.check_top_p(top_p)
+        name, pick = samplers.resolve(sampler)
         if self.vocab_size == 0:
             raise ValueError("the model has an empty vocabulary: train it on some text first")
         kernel = self.kernel()
         h = np.zeros(self.hidden_size)
         kernel.step(self.encode(seed, "the seed"), h)
-        return _sample_blocks(self._vocab, kernel, h, float(temperature),
-                              np.random.default_rng(random_seed), first_block, max_block)
+        rng = np.random.default_rng(random_seed)
+        if pick is samplers.temperature and top_k is None and top_p is None:   # the compiled path
+            return _sample_blocks(self._vocab, kernel, h, float(temperature), rng, first_block, max_block)
+        return samplers.pick_blocks(self._vocab, kernel, h, float(temperature), name, pick, top_k, top_p,
+                                    rng, first_block, min(max_block, 256))
 
-    def generate(self, seed="", temperature=1.0, random_seed=None):
+    def generate(self, seed="", temperature=1.0, random_seed=None, sampler=None, top_k=None, top_p=None):
         """An endless iterator of one-character strings: `seed` primes a fresh hidden state, then each
-        step samples the next character from `softmax(y / temperature)` and yields it. The same
-        `random_seed` gives the same text; the training state is not touched."""
-        return (ch for block in self.generate_blocks(seed, temperature, random_seed) for ch in block)
+        step picks the next character from `softmax(y / temperature)` and yields it. The same
+        `random_seed` gives the same text; the training state is not touched.
+
+        `sampler` is a name (`"temperature"`, the default, `"greedy"`, `"top-k"`, `"top-p"` or a
+        plugin's) or a callable `(probs, rng) -> int`; `top_k` / `top_p` cut probs to the k most
+        probable characters / to the nucleus of mass p before it picks (see `charstream.samplers`).
+        """
+        blocks = self.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p)
+        return (ch for block in blocks for ch in block)
 
     def evaluate(self, text, window=2000):
         """Mean cross-entropy of `text` in nats/char, hidden state carried from a zero state, without

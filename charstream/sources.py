@@ -1,16 +1,27 @@
-"""Text sources: paths and stdin read as bytes arrive and decoded incrementally as UTF-8.
+"""Text sources: paths, stdin, TCP and plugin schemes, read as bytes arrive and decoded as UTF-8.
 
-Bytes that are not UTF-8 are replaced by U+FFFD; the first such byte of each source is reported
-once, with its byte offset, as a CharstreamWarning.
+A source is a string: a path; `-` (stdin); `tcp://HOST:PORT` (connect, read until the peer closes);
+`file://PATH`; or `SCHEME://...` for any scheme a plugin registers in the `charstream.sources` entry
+point group (see `charstream.plugins`). `open_source` turns one into an iterable of str; `Listener`
+accepts TCP connections one after another and reads each in turn.
+
+Byte sources are decoded incrementally, so a character split across two reads or two packets
+arrives whole. Bytes that are not UTF-8 are replaced by U+FFFD; the first such byte of each source
+(each connection) is reported once, with its byte offset, as a CharstreamWarning. A stream that
+ends in the middle of a character (a peer closing mid-character) ends with one U+FFFD, reported
+the same way.
 """
 import codecs
 import os
 import queue
+import re
+import socket
 import stat
 import sys
 import threading
 import warnings
 
+from . import plugins
 from .errors import CharstreamError, CharstreamWarning
 
 BLOCK = 1 << 16  # bytes per read: a pipe's read returns as soon as anything has arrived
@@ -41,10 +52,42 @@ class Utf8Decoder:
         return text
 
 
+CONNECT_TIMEOUT = 30.0  # seconds to wait for a TCP connection; reads then wait as long as it takes
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def scheme_of(source):
+    """The URI scheme of a source (`tcp` for `tcp://...`), lowercased; None for a path or `-`."""
+    m = _SCHEME.match(source)
+    return m.group(1).lower() if m else None
+
+
 def check_source(source):
-    """Raise CharstreamError now if a path source cannot be read, before any training starts."""
+    """Raise CharstreamError now if a source cannot be used (a path that cannot be read, a malformed
+    address, a scheme no plugin serves, a broken plugin), before any training starts."""
     if source == "-":
         return
+    scheme = scheme_of(source)
+    if scheme == "file":
+        return _check_path(_file_path(source))
+    if scheme == "tcp":
+        parse_address(source[len("tcp://"):], source)
+    if scheme is not None:
+        _opener(scheme, source)
+        return
+    _check_path(source)
+
+
+def _opener(scheme, source):
+    """The callable registered for `scheme`, loaded now; PluginError naming the source if none is."""
+    if plugins.find(plugins.SOURCES, scheme) is None:
+        known = ", ".join(plugins.names(plugins.SOURCES))
+        raise plugins.PluginError(f"{source}: no source plugin serves the scheme {scheme!r} "
+                                  f"(known schemes: {known}); a path with '://' in it can be given as ./PATH")
+    return plugins.load(plugins.SOURCES, scheme)
+
+
+def _check_path(source):
     try:
         st = os.stat(source)
     except FileNotFoundError:
@@ -76,7 +119,20 @@ def read_stream(f, name, block=BLOCK):
 
 
 def open_source(source):
-    """An iterable of str for a path or `-` (stdin), read lazily as the text arrives."""
+    """An iterable of str for a source string (path, `-`, `tcp://HOST:PORT`, `file://PATH` or a
+    plugin's `SCHEME://...`), read lazily as the text arrives. A scheme's plugin is called now (so
+    `tcp://` connects now); what it yields is checked and decoded as it is read."""
+    scheme = scheme_of(source)
+    if scheme is not None:
+        opener = _opener(scheme, source)
+        try:
+            texts = opener(source)
+            it = iter(texts)
+        except CharstreamError:
+            raise
+        except Exception as e:
+            raise CharstreamError(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
+        return _checked(it, source, scheme)
     if source == "-":
         try:   # unbuffered: a reader thread blocked on it must not hold a lock at exit
             stdin = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
@@ -87,7 +143,7 @@ def open_source(source):
 
 
 def _read_path(path):
-    check_source(path)
+    _check_path(path)
     try:
         f = open(path, "rb", buffering=0)
     except OSError as e:
@@ -96,10 +152,129 @@ def _read_path(path):
         yield from read_stream(f, path, BLOCK * 16)
 
 
+def _one_line(e):
+    msg = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _checked(it, source, scheme):
+    """A plugin's texts as str: bytes decoded as UTF-8 (incrementally), failures as CharstreamError."""
+    dec = None
+    try:
+        for text in it:
+            if isinstance(text, (bytes, bytearray, memoryview)):
+                dec = dec or Utf8Decoder(source)
+                text = dec.decode(bytes(text))
+            elif not isinstance(text, str):
+                raise CharstreamError(f"{source}: the {scheme!r} source yielded {type(text).__name__}, "
+                                      f"not str")
+            if text:
+                yield text
+        if dec is not None:
+            text = dec.decode(b"", final=True)
+            if text:
+                yield text
+    except CharstreamError:
+        raise
+    except OSError as e:
+        raise CharstreamError(f"{source}: {e.strerror or _one_line(e)}") from None
+    except Exception as e:
+        raise CharstreamError(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
+
+
+def _file_path(source):
+    from urllib.parse import unquote
+    rest = source[len("file://"):]
+    if rest.startswith("localhost/"):
+        rest = rest[len("localhost"):]
+    return unquote(rest)
+
+
+def open_file(source):
+    """The `file` source: `file:///abs/path` or `file://relative/path`, read like a path."""
+    return _read_path(_file_path(source))
+
+
+def parse_address(address, what, listen=False):
+    """(host, port) from `HOST:PORT` (`[::1]:PORT` for IPv6); port 0 only to listen (any free port)."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    lo = 0 if listen else 1
+    if not sep or not host or not port.isdigit() or not lo <= int(port) <= 65535:
+        example = "127.0.0.1:5000" if listen else "tcp://127.0.0.1:5000"
+        raise CharstreamError(f"{what}: expected HOST:PORT with a port from {lo} to 65535, e.g. {example}")
+    return host, int(port)
+
+
+def open_tcp(source):
+    """The `tcp` source: connect to `tcp://HOST:PORT` now, then yield its text until the peer closes."""
+    host, port = parse_address(source[len("tcp://"):], source)
+    try:
+        sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    except ConnectionRefusedError:
+        raise CharstreamError(f"{source}: connection refused (nothing listening on {host}:{port}?)") from None
+    except socket.gaierror:
+        raise CharstreamError(f"{source}: unknown host {host!r}") from None
+    except socket.timeout:
+        raise CharstreamError(f"{source}: no answer within {CONNECT_TIMEOUT:g} s") from None
+    except OSError as e:
+        raise CharstreamError(f"{source}: cannot connect: {e.strerror or e}") from None
+    sock.settimeout(None)   # a live stream may stay quiet for as long as it likes
+    return _read_socket(sock, source)
+
+
+def _read_socket(sock, name):
+    with sock:
+        try:
+            yield from read_stream(sock.makefile("rb", buffering=0), name)
+        except OSError as e:
+            raise CharstreamError(f"{name}: connection dropped ({e.strerror or e})") from None
+
+
+class Listener:
+    """A TCP server bound now to `HOST:PORT` (port 0: any free one, see `.address`); iterating it
+    accepts connections one after another and yields each one's text until its peer closes, forever
+    (or `max_connections` times). A connection that drops is reported with a warning and the next
+    one is accepted; each connection has its own UTF-8 decoder."""
+
+    def __init__(self, address, max_connections=None, on_event=None):
+        host, port = parse_address(address, f"--listen {address}", listen=True)
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self.sock = socket.create_server((host, port), family=family)
+        except socket.gaierror:
+            raise CharstreamError(f"--listen {address}: unknown host {host!r}") from None
+        except OSError as e:
+            raise CharstreamError(f"cannot listen on {address}: {e.strerror or e}") from None
+        bound_host, bound_port = self.sock.getsockname()[:2]
+        self.address = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+        self.max_connections = max_connections
+        self.on_event = on_event or (lambda message: None)
+
+    def __iter__(self):
+        n = 0
+        with self.sock:
+            while self.max_connections is None or n < self.max_connections:
+                conn, peer = self.sock.accept()
+                n += 1
+                name = "tcp connection from %s:%d" % peer[:2]
+                self.on_event(f"{name}: open")
+                try:
+                    yield from _read_socket(conn, name)
+                except CharstreamError as e:
+                    warnings.warn(str(e), CharstreamWarning, stacklevel=2)
+                else:
+                    self.on_event(f"{name}: closed")
+
+    def close(self):
+        self.sock.close()
+
+
 def chain_sources(sources):
-    """One stream of str from several sources, in order."""
+    """One stream of str from several sources (source strings, or iterables of str), in order."""
     for source in sources:
-        yield from open_source(source)
+        yield from (open_source(source) if isinstance(source, str) else source)
 
 
 def with_idle(texts, every, on_idle, prefetch=4):

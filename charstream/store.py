@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import ModelFileError
 from .model import PARAM_NAMES, Model, TrainState
-from .vocab import MAX_CODEPOINT, to_text
+from .vocab import DEFAULT_MAX_VOCAB, MAX_CODEPOINT, to_text
 
 FORMAT = "charstream-model"
 FORMAT_VERSION = 1
@@ -59,6 +59,8 @@ def _to_arrays(model):
         "chars_seen": st.chars_seen,
         "smooth_loss": None if math.isnan(st.smooth_loss) else st.smooth_loss,
         "rng": model.rng.bit_generator.state,
+        "max_vocab": model.max_vocab,
+        "fixed_vocab": model.fixed_vocab,
     }
     arrays = {"meta": np.array(json.dumps(meta)),
               "vocab": np.array([ord(c) for c in model.vocab], dtype=np.uint32),
@@ -150,10 +152,16 @@ def _from_arrays(path, a):
         if (a["m" + k] < 0).any():
             raise bad(f"corrupt model file (m{k} has negative Adagrad memory)")
 
+    max_vocab = meta.get("max_vocab", max(DEFAULT_MAX_VOCAB, V))   # absent from older files
+    fixed_vocab = meta.get("fixed_vocab", False)
+    if isinstance(max_vocab, bool) or not isinstance(max_vocab, int) or max_vocab < max(V, 1) \
+            or not isinstance(fixed_vocab, bool):
+        raise bad("corrupt model file (bad max_vocab or fixed_vocab)")
+
     model = Model.__new__(Model)
     from .vocab import Vocab
     try:
-        model._vocab = Vocab(list(to_text(vocab)))
+        model._vocab = Vocab(list(to_text(vocab)), max_vocab, fixed_vocab)
     except (UnicodeDecodeError, ValueError):
         raise bad("corrupt model file (vocab is not valid text)") from None
     model.rng = np.random.default_rng()

@@ -1,11 +1,12 @@
 """The online trainer: consecutive chunks of a text stream, trained as they arrive."""
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import NonFiniteError
+from .errors import CharstreamWarning, NonFiniteError
 from .vocab import codepoints
 
 
@@ -52,18 +53,20 @@ class Trainer:
         """Train on an iterable of str as it arrives; yield a Record as soon as each chunk trains.
 
         Stopping the iteration early keeps everything not yet trained in the tail. When the iterable
-        ends, the tail's new characters join the vocabulary.
+        ends, the tail's new characters join the vocabulary. Characters a closed vocabulary (fixed,
+        or full, without U+FFFD) cannot encode are dropped as they arrive, with one warning.
         """
         model, st = self.model, self.model.state
         T = st.seq_length
-        cps = st.tail                # code points from the first untrained input on
+        drop = _Dropper(model)
+        cps = drop(st.tail)          # code points from the first untrained input on
         s = 0                        # start of the next chunk in cps
         try:
             for text in itertools.chain([""], texts):   # "": first train what the tail holds
                 if not isinstance(text, str):
                     raise TypeError(f"train() takes an iterable of str, got {type(text).__name__}")
                 if text:
-                    cps = np.concatenate([cps[s:], codepoints(text)])
+                    cps = np.concatenate([cps[s:], drop(codepoints(text))])
                     s = 0
                     st.tail = cps            # the state is whole whenever the trainer waits for text
                     st.chars_seen += len(text)
@@ -100,6 +103,28 @@ class Trainer:
         random generator: it does not disturb training (call it between records)."""
         from .progress import sample_text
         return sample_text(self.model, length, seed, temperature, random_seed)
+
+
+class _Dropper:
+    """Drops the code points a closed vocabulary can never encode (its mapping no longer changes, so
+    this depends on the text alone), warning once per run."""
+
+    def __init__(self, model):
+        self.vocab, self.warned = model._vocab, False
+
+    def __call__(self, cps):
+        if not self.vocab.closed:
+            return cps
+        keep = self.vocab.lookup(cps) >= 0
+        if keep.all():
+            return cps
+        if not self.warned:
+            self.warned = True
+            bad = sorted({chr(c) for c in np.asarray(cps)[~keep]})
+            shown = ", ".join(repr(c) for c in bad[:10]) + (", ..." if len(bad) > 10 else "")
+            which = "fixed vocabulary" if self.vocab.fixed else "full vocabulary (it has no U+FFFD)"
+            warnings.warn(f"characters outside the {which} are skipped: {shown}", CharstreamWarning, stacklevel=3)
+        return cps[keep]
 
 
 def _first_unknown(idx, start):

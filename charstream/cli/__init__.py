@@ -6,6 +6,7 @@ from .corpus import corpus
 from .eval import eval_
 from .generate import generate
 from .info import info
+from .plugins import plugins
 from .train import train
 
 
@@ -21,5 +22,5 @@ def main():
     """
 
 
-for command in (train, generate, eval_, info, corpus):
+for command in (train, generate, eval_, info, corpus, plugins):
     main.add_command(command)

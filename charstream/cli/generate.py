@@ -3,6 +3,8 @@ import sys
 
 import click
 
+from .. import plugins
+from ..errors import CharstreamError
 from .common import fail, load_model, model_option, quiet_exit, resolve_model_path, show_warnings
 
 
@@ -13,8 +15,15 @@ from .common import fail, load_model, model_option, quiet_exit, resolve_model_pa
               help="Characters to write after the seed (default: no end).")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Below 1 is more conservative, above 1 more adventurous.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Sample only among the K most probable characters.")
+@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=None, metavar="P",
+              help="Sample only from the most probable characters whose probabilities add up to P (nucleus).")
+@click.option("--sampler", default="temperature", show_default=True, metavar="NAME",
+              help="How the next character is picked: temperature (draw from the probabilities), "
+                   "greedy (the most probable), top-k, top-p, or a plugin's sampler (see `charstream plugins`).")
 @click.option("--random-seed", type=int, default=None, help="Same seed, same text.")
-def generate(model_path, seed, length, temperature, random_seed):
+def generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed):
     """Write SEED then text sampled from the model to stdout, one character after another.
 
     \b
@@ -22,12 +31,17 @@ def generate(model_path, seed, length, temperature, random_seed):
       charstream generate --seed "To be" --length 500
       charstream generate --seed "To be" | less
       charstream generate --temperature 0.7 --random-seed 1 | head -c 100
+      charstream generate --top-p 0.9 --length 500
+      charstream generate --sampler greedy --seed "To be" --length 80
     """
     show_warnings()
+    if plugins.find(plugins.SAMPLERS, sampler) is None:
+        raise click.BadParameter(f"no sampler named {sampler!r} (known: {', '.join(plugins.names(plugins.SAMPLERS))})",
+                                 param_hint="'--sampler'")
     model = load_model(resolve_model_path(model_path))
     try:
-        blocks = model.generate_blocks(seed, temperature, random_seed)
-    except ValueError as e:
+        blocks = model.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p)
+    except (ValueError, CharstreamError) as e:
         raise fail(e)
     out = sys.stdout.buffer
     try:
@@ -47,5 +61,8 @@ def generate(model_path, seed, length, temperature, random_seed):
             out.flush()
     except BrokenPipeError:
         quiet_exit(0)
+    except CharstreamError as e:   # a sampler plugin that fails or returns a bad index
+        out.flush()
+        raise fail(e)
     except KeyboardInterrupt:
         quiet_exit(130)

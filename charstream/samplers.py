@@ -1,0 +1,141 @@
+"""Samplers: how the next character is picked from the model's probabilities.
+
+A sampler is a callable `(probs, rng) -> int`: `probs` is float64 (V,), sums to 1, in vocabulary
+order; `rng` is the generation's `numpy.random.Generator`; it returns the index of the next
+character. The built-ins (entry points in the `charstream.samplers` group, like any plugin's):
+
+- `temperature`: draw from probs (the default; temperature itself is applied before, to the logits);
+- `greedy`: the most probable character (argmax, the first one on ties);
+- `top-k`: draw among the k most probable (k = 40 by name; `TopK(k)` or `top_k=k` for another k);
+- `top-p`: draw from the smallest set of most probable characters whose mass reaches p (nucleus;
+  p = 0.9 by name; `TopP(p)` or `top_p=p` for another p).
+
+`top_k=` and `top_p=` also work as filters in front of any sampler: probs are cut to the k most
+probable, then to the nucleus, and renormalised before the sampler sees them.
+"""
+import math
+import operator
+
+import numpy as np
+
+from . import plugins
+from .errors import CharstreamError
+
+DEFAULT_TOP_K = 40
+DEFAULT_TOP_P = 0.9
+
+
+def temperature(probs, rng):
+    """Draw an index from probs by inverse CDF at one uniform of rng."""
+    c = np.cumsum(probs)
+    return min(int(np.searchsorted(c, rng.random() * c[-1], side="right")), len(probs) - 1)
+
+
+def greedy(probs, rng):
+    """The index of the largest probability."""
+    return int(np.argmax(probs))
+
+
+def check_top_k(k):
+    if k is None:
+        return None
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"top_k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def check_top_p(p):
+    if p is None:
+        return None
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0 < p <= 1) or math.isnan(p):
+        raise ValueError(f"top_p must be a number in (0, 1], got {p!r}")
+    return float(p)
+
+
+def cut_top_k(probs, k):
+    """probs with all but the k largest set to 0, renormalised (in place, and returned)."""
+    if k < len(probs):
+        probs[np.argpartition(probs, len(probs) - k)[:len(probs) - k]] = 0.0
+        probs /= probs.sum()
+    return probs
+
+
+def cut_top_p(probs, p):
+    """probs with all but the smallest most-probable set of mass >= p set to 0, renormalised."""
+    order = np.argsort(-probs, kind="stable")
+    n = min(int(np.searchsorted(np.cumsum(probs[order]), p)) + 1, len(probs))
+    probs[order[n:]] = 0.0
+    probs /= probs.sum()
+    return probs
+
+
+class TopK:
+    """Draw among the k most probable characters."""
+
+    def __init__(self, k=DEFAULT_TOP_K):
+        self.k = check_top_k(k)
+
+    def __call__(self, probs, rng):
+        return temperature(cut_top_k(np.array(probs, dtype=np.float64), self.k), rng)
+
+    def __repr__(self):
+        return f"TopK({self.k})"
+
+
+class TopP:
+    """Draw from the nucleus: the fewest most-probable characters whose mass reaches p."""
+
+    def __init__(self, p=DEFAULT_TOP_P):
+        self.p = check_top_p(p)
+
+    def __call__(self, probs, rng):
+        return temperature(cut_top_p(np.array(probs, dtype=np.float64), self.p), rng)
+
+    def __repr__(self):
+        return f"TopP({self.p})"
+
+
+top_k_default = TopK()
+top_p_default = TopP()
+
+
+def resolve(sampler):
+    """(name, callable) for a sampler given by name (a built-in or plugin), as a callable, or None
+    (the default, `temperature`); PluginError if the name is unknown or its plugin is broken."""
+    if sampler is None:
+        sampler = "temperature"
+    if isinstance(sampler, str):
+        return sampler, plugins.load(plugins.SAMPLERS, sampler)
+    if not callable(sampler):
+        raise TypeError(f"sampler must be a name or a callable (probs, rng) -> int, got {sampler!r}")
+    return getattr(sampler, "__name__", repr(sampler)), sampler
+
+
+def pick_blocks(vocab, kernel, h, temp, name, pick, top_k, top_p, rng, n, max_block):
+    """Endless strings of n, 2n ... up to max_block characters, each picked by `pick` from
+    softmax(y / temp) cut to top_k, then top_p; h is stepped through each pick."""
+    V = len(vocab)
+    p = np.empty(V)
+    x = np.empty(1, dtype=np.int32)
+    out = np.empty(max_block, dtype=np.int32)
+    while True:
+        for i in range(n):
+            kernel.probs(h, p, temp)
+            if top_k is not None:
+                cut_top_k(p, top_k)
+            if top_p is not None:
+                cut_top_p(p, top_p)
+            try:
+                r = pick(p, rng)
+            except Exception as e:
+                raise CharstreamError(f"sampler {name!r} failed: {type(e).__name__}: {e}") from e
+            try:
+                k = operator.index(r)
+            except TypeError:
+                k = -1
+            if not 0 <= k < V:
+                raise CharstreamError(f"sampler {name!r} returned {r!r}, not an index in [0, {V})")
+            out[i] = x[0] = k
+            kernel.step(x, h)
+        yield vocab.decode(out[:n])
+        n = min(2 * n, max_block)

@@ -1,0 +1,289 @@
+"""Sources: TCP (connect and listen) on 127.0.0.1 with bounded servers, decoding across reads, pipes."""
+import io
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import warnings
+
+import pytest
+from click.testing import CliRunner
+
+import charstream
+from charstream.cli import main
+from charstream.errors import CharstreamError
+from charstream.sources import Listener, chain_sources, open_source, read_stream
+from test_cli import _cli, _popen
+from test_trainer import assert_same_model
+
+TIMEOUT = 10
+
+
+class Server:
+    """A one-connection server on 127.0.0.1 (OS-chosen port) that sends `parts` (bytes; a float is a
+    pause in seconds) and then closes, or resets the connection with `reset=True`."""
+
+    def __init__(self, parts, reset=False):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(TIMEOUT)
+        self.url = "tcp://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.error = None
+        self.thread = threading.Thread(target=self._run, args=(parts, reset), daemon=True)
+        self.thread.start()
+
+    def _run(self, parts, reset):
+        try:
+            with self.sock:
+                conn, _ = self.sock.accept()
+            with conn:
+                conn.settimeout(TIMEOUT)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for part in parts:
+                    if isinstance(part, float):
+                        time.sleep(part)
+                    else:
+                        conn.sendall(part)
+                if reset:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError as e:
+            self.error = e
+
+    def join(self):
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive()
+
+
+def _collect(texts):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = list(texts)
+    return out, [str(x.message) for x in w]
+
+
+def test_a_character_split_across_two_packets_arrives_whole():
+    ja = "春".encode()
+    server = Server([b"ab" + ja[:2], 0.2, ja[2:] + "cd Ещё".encode()])
+    texts, warned = _collect(open_source(server.url))
+    server.join()
+    assert "".join(texts) == "ab春cd Ещё" and warned == []
+    assert all("\ufffd" not in t for t in texts)
+
+
+def test_the_decoder_joins_characters_split_across_any_reads():
+    text = "Мороз и солнце 春はあけぼの 🎉 ok"
+    data = text.encode()
+
+    class Trickle(io.RawIOBase):   # returns one byte per read
+        def __init__(self):
+            self.pos = 0
+
+        def readable(self):
+            return True
+
+        def read(self, n=-1):
+            self.pos += 1
+            return data[self.pos - 1:self.pos]
+
+    texts, warned = _collect(read_stream(Trickle(), "trickle"))
+    assert "".join(texts) == text and warned == []
+
+
+def test_a_peer_closing_mid_character_ends_with_one_u_fffd_and_one_warning():
+    server = Server([b"abc", 0.05, "春".encode()[:2]])
+    texts, warned = _collect(open_source(server.url))
+    server.join()
+    assert "".join(texts) == "abc\ufffd"
+    assert len(warned) == 1 and "invalid UTF-8 at byte 3" in warned[0] and server.url in warned[0]
+
+
+def test_tcp_trains_exactly_like_the_same_text(shakespeare):
+    text = shakespeare[:3000] + "Ещё 春"
+    data = text.encode()
+    server = Server([data[:1001], 0.05, data[1001:2002], 0.05, data[2002:]])
+    m = charstream.Model("", hidden_size=8, seed=3)
+    list(charstream.Trainer(m).train(open_source(server.url)))
+    server.join()
+    ref = charstream.Model("", hidden_size=8, seed=3)
+    list(charstream.Trainer(ref).train([text]))
+    assert_same_model(m, ref)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_refused_connection_is_one_clear_error():
+    url = "tcp://127.0.0.1:%d" % _free_port()
+    with pytest.raises(CharstreamError, match="connection refused"):
+        open_source(url)
+    r = CliRunner().invoke(main, ["train", url, "--model", "x.npz"])
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"Error: {url}: connection refused") and r.stderr.count("\n") == 1
+
+
+def test_a_dropped_connection_is_one_clear_error(tmp_path):
+    server = Server([b"some text " * 50, 0.3], reset=True)
+    r = CliRunner().invoke(main, ["train", server.url, "--model", str(tmp_path / "d.npz"), "--hidden-size", "4",
+                                  "--report-every", "100", "--sample-every", "0"])
+    server.join()
+    assert r.exit_code == 1
+    assert f"Error: {server.url}: connection dropped" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("source, msg", [
+    ("tcp://127.0.0.1", "expected HOST:PORT"),
+    ("tcp://127.0.0.1:0", "expected HOST:PORT"),
+    ("tcp://:80", "expected HOST:PORT"),
+    ("nosuch://x", "no source plugin serves the scheme 'nosuch'"),
+])
+def test_bad_source_strings_are_refused_before_training(tmp_path, source, msg):
+    r = CliRunner().invoke(main, ["train", source, "--model", str(tmp_path / "b.npz")])
+    assert r.exit_code == 1 and msg in r.stderr and not (tmp_path / "b.npz").exists()
+
+
+def test_file_urls_and_paths_chain_as_one_stream(tmp_path, shakespeare):
+    (tmp_path / "a.txt").write_text(shakespeare[:700], encoding="utf-8")
+    (tmp_path / "b.txt").write_text(shakespeare[700:1500], encoding="utf-8")
+    texts = list(chain_sources([f"file://{tmp_path}/a.txt", str(tmp_path / "b.txt"), iter(["tail"])]))
+    assert "".join(texts) == shakespeare[:1500] + "tail"
+
+
+def _client(port, parts):
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as c:
+        for part in parts:
+            if isinstance(part, float):
+                time.sleep(part)
+            else:
+                c.sendall(part)
+
+
+def test_a_listener_reads_connections_one_after_another():
+    listener = Listener("127.0.0.1:0", max_connections=3)
+    port = int(listener.address.rsplit(":", 1)[1])
+    ja = "はあ".encode()
+
+    def clients():
+        _client(port, [b"one ", ja[:4]])                  # closes mid-character
+        _client(port, [ja[4:] + b" two "])                # a fresh decoder: the 2 stray bytes are invalid
+        _client(port, ["Мороз".encode()[:3], 0.05, "Мороз".encode()[3:]])
+
+    t = threading.Thread(target=clients, daemon=True)
+    t.start()
+    texts, warned = _collect(listener)
+    t.join(TIMEOUT)
+    assert not t.is_alive()
+    assert "".join(texts) == "one は\ufffd" + "\ufffd\ufffd two Мороз"
+    assert len(warned) == 2 and all("invalid UTF-8" in w for w in warned)
+
+
+def test_train_listen_trains_each_connection_and_saves_on_interrupt(tmp_path, shakespeare):
+    path = tmp_path / "l.npz"
+    proc = _popen(_cli("train", "--listen", "127.0.0.1:0", "--model", str(path), "--hidden-size", "8",
+                       "--checkpoint-every", "0.2", "--report-every", "100", "--sample-every", "0"),
+                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        line = proc.stderr.readline().decode()
+        assert line.startswith("listening on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        _client(port, [shakespeare[:1500].encode()])
+        _client(port, ["Ещё ты дремлешь ".encode() * 20])
+        deadline = time.monotonic() + 30
+        seen = 0
+        while time.monotonic() < deadline:
+            if path.exists():
+                try:
+                    seen = charstream.load(path).state.chars_seen
+                except charstream.ModelFileError:
+                    pass
+            if seen == 1500 + 16 * 20:
+                break
+            time.sleep(0.1)
+        assert seen == 1500 + 16 * 20, "the idle checkpoint did not save both connections"
+        assert proc.poll() is None, "the server stopped by itself"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        err = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+        proc.stderr.close()
+    assert "Traceback" not in err and "saved model to" in err
+    assert "ё" in charstream.load(path).vocab
+
+
+def test_a_listener_warns_about_a_dropped_connection_and_goes_on():
+    listener = Listener("127.0.0.1:0", max_connections=2)
+    port = int(listener.address.rsplit(":", 1)[1])
+
+    def clients():
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as c:
+            c.sendall(b"lost ")
+            time.sleep(0.2)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))   # reset
+        _client(port, [b"kept"])
+
+    t = threading.Thread(target=clients, daemon=True)
+    t.start()
+    texts, warned = _collect(listener)
+    t.join(TIMEOUT)
+    assert "".join(texts) in ("lost kept", "kept")
+    assert len(warned) == 1 and "connection dropped" in warned[0]
+
+
+def test_a_listener_on_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        listener = Listener("[::1]:0", max_connections=1)
+    except CharstreamError:
+        pytest.skip("no IPv6 loopback here")
+    port = int(listener.address.rsplit(":", 1)[1])
+    assert listener.address.startswith("[::1]:")
+    t = threading.Thread(target=lambda: _client6(port, "Ещё".encode()), daemon=True)
+    t.start()
+    assert "".join(listener) == "Ещё"
+    t.join(TIMEOUT)
+
+
+def _client6(port, data):
+    with socket.create_connection(("::1", port), timeout=TIMEOUT) as c:
+        c.sendall(data)
+
+
+def test_listen_on_a_bad_address_is_one_clear_error(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        addr = "127.0.0.1:%d" % busy.getsockname()[1]
+        for bad, msg in [(addr, f"cannot listen on {addr}"), ("127.0.0.1", "expected HOST:PORT")]:
+            r = CliRunner().invoke(main, ["train", "--listen", bad, "--model", str(tmp_path / "x.npz")])
+            assert r.exit_code == 1 and r.stderr.startswith("Error: ") and msg in r.stderr
+
+
+def test_generate_piped_into_train(tmp_path, shakespeare):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert CliRunner().invoke(main, ["train", "-", "--model", str(a), "--hidden-size", "8"],
+                              input=shakespeare[:2000]).exit_code == 0
+    gen = _popen(_cli("generate", "--model", str(a), "--length", "20000", "--random-seed", "1"),
+                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    train = _popen(_cli("train", "-", "--model", str(b), "--hidden-size", "8", "--report-every", "100",
+                        "--sample-every", "0"), stdin=gen.stdout, stderr=subprocess.PIPE)
+    gen.stdout.close()
+    err = train.communicate(timeout=60)[1]
+    assert gen.wait(timeout=30) == 0 and train.returncode == 0, err
+    assert charstream.load(b).state.chars_seen == 20001
+
+
+def test_a_slow_producer_is_trained_as_one_stream(tmp_path, shakespeare):
+    (tmp_path / "x.txt").write_text(shakespeare[:1200], encoding="utf-8")
+    (tmp_path / "y.txt").write_text("Мороз и солнце " * 30, encoding="utf-8")
+    path = tmp_path / "s.npz"
+    cmd = " ".join(_cli("train", "-", "--model", str(path), "--hidden-size", "8", "--random-seed", "0",
+                        "--checkpoint-every", "0.2", "--report-every", "100", "--sample-every", "0"))
+    r = subprocess.run(["sh", "-c", f"(cat x.txt; sleep 1; cat y.txt) | {cmd}"], cwd=tmp_path,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ref = charstream.Model("", hidden_size=8, seed=0)
+    list(charstream.Trainer(ref).train([shakespeare[:1200] + "Мороз и солнце " * 30]))
+    assert_same_model(charstream.load(path), ref)
