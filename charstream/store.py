@@ -21,7 +21,7 @@ def save(model, path):
     path = os.fspath(path)
     arrays = _to_arrays(model)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".charstream-", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -42,6 +42,31 @@ def save(model, path):
             os.close(dfd)
     except OSError:
         pass
+
+
+def _temp_prefix(path):
+    return f".{os.path.basename(path)}.charstream-"
+
+
+def remove_stale_temps(path):
+    """Delete temporary files that interrupted saves of `path` left behind (a `kill -9` mid-save);
+    call it only while holding the model's writer lock. Returns how many were removed."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = _temp_prefix(path)
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def _to_arrays(model):

@@ -1,5 +1,6 @@
 """What every command shares: the model location, loading with clear errors, warnings and signals."""
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -9,6 +10,7 @@ import click
 
 from ..errors import CharstreamError, CharstreamWarning
 from ..store import load
+from .interrupts import Terminated
 
 
 def default_model_path():
@@ -48,8 +50,16 @@ def show_warnings():
     warnings.simplefilter("always", CharstreamWarning)
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread like KeyboardInterrupt is for SIGINT."""
+class FiniteFloat(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (which compare False to any bound)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
 
 
 @contextlib.contextmanager
