@@ -3,7 +3,8 @@ import sys
 
 import click
 
-from .common import fail, load_model, model_option, quiet_exit, resolve_model_path, show_warnings
+from .common import (Terminated, fail, load_model, model_option, quiet_exit, resolve_model_path, show_warnings,
+                     sigterm_raises)
 
 
 @click.command()
@@ -13,7 +14,7 @@ from .common import fail, load_model, model_option, quiet_exit, resolve_model_pa
               help="Characters to write after the seed (default: no end).")
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="Below 1 is more conservative, above 1 more adventurous.")
-@click.option("--random-seed", type=int, default=None, help="Same seed, same text.")
+@click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Same seed, same text.")
 def generate(model_path, seed, length, temperature, random_seed):
     """Write SEED then text sampled from the model to stdout, one character after another.
 
@@ -24,6 +25,16 @@ def generate(model_path, seed, length, temperature, random_seed):
       charstream generate --temperature 0.7 --random-seed 1 | head -c 100
     """
     show_warnings()
+    try:   # Ctrl-C ends it with 130, SIGTERM like a closed pipe with 0; never a traceback
+        with sigterm_raises():
+            _generate(model_path, seed, length, temperature, random_seed)
+    except KeyboardInterrupt:
+        quiet_exit(130)
+    except Terminated:
+        quiet_exit(0)
+
+
+def _generate(model_path, seed, length, temperature, random_seed):
     model = load_model(resolve_model_path(model_path))
     try:
         blocks = model.generate_blocks(seed, temperature, random_seed)
@@ -47,5 +58,3 @@ def generate(model_path, seed, length, temperature, random_seed):
             out.flush()
     except BrokenPipeError:
         quiet_exit(0)
-    except KeyboardInterrupt:
-        quiet_exit(130)
