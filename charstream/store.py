@@ -116,8 +116,10 @@ def load(path):
         raise
     except PermissionError:
         raise ModelFileError(f"{path}: permission denied") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise ModelFileError(f"{path}: not a charstream model (unreadable: {e})") from None
+    except (zipfile.BadZipFile, EOFError) as e:   # it starts like a zip archive, but is not a whole one
+        raise ModelFileError(f"{path}: corrupt model file (a damaged or truncated archive: {e})") from None
+    except OSError as e:
+        raise ModelFileError(f"{path}: not a charstream model (unreadable: {e.strerror or e})") from None
     except ValueError as e:
         if "pickle" in str(e):
             raise ModelFileError(f"{path}: holds pickled objects, which charstream never loads") from None

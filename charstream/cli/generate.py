@@ -3,7 +3,7 @@ import sys
 
 import click
 
-from .common import (Terminated, fail, load_model, model_option, quiet_exit, resolve_model_path, show_warnings,
+from .common import (FiniteFloat, Terminated, fail, load_model, model_option, quiet_exit, resolve_model_path, show_warnings,
                      sigterm_raises)
 
 
@@ -12,7 +12,7 @@ from .common import (Terminated, fail, load_model, model_option, quiet_exit, res
 @click.option("--seed", default="", help="Text that primes the hidden state; it is printed first.")
 @click.option("--length", type=click.IntRange(min=0), default=None,
               help="Characters to write after the seed (default: no end).")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--temperature", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True,
               help="Below 1 is more conservative, above 1 more adventurous.")
 @click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Same seed, same text.")
 def generate(model_path, seed, length, temperature, random_seed):
