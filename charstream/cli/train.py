@@ -168,12 +168,16 @@ class Checkpoint:
         self.interrupts = interrupts or Interrupts()
         self.last = time.monotonic()
         self.existed = os.path.exists(path)
-        self.saved_seen = model.state.chars_seen if self.existed else None
+        self.saved = self._progress() if self.existed else None   # what the file holds
         self.saves = 0
+
+    def _progress(self):
+        st = self.model.state   # text received and chunks trained: a save is due when either moved
+        return st.chars_seen, st.chunks
 
     def maybe(self, now=None):
         now = time.monotonic() if now is None else now
-        if self.every and now - self.last >= self.every and self.model.state.chars_seen != self.saved_seen:
+        if self.every and now - self.last >= self.every and self._progress() != self.saved:
             try:
                 self.save()
             except click.ClickException as e:
@@ -181,12 +185,12 @@ class Checkpoint:
                 click.echo(f"Warning: checkpoint failed, training goes on: {e.message}", err=True)
 
     def save(self):
-        if self.model.state.chars_seen == self.saved_seen:
+        if self._progress() == self.saved:
             return   # the file already holds this state
         with self.interrupts.deferred():
             _save(self.model, self.path, self.kept())
         self.last = time.monotonic()
-        self.saved_seen = self.model.state.chars_seen
+        self.saved = self._progress()
         self.saves += 1
 
     def kept(self):
