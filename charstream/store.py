@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import stat
 import tempfile
 import zipfile
 
@@ -23,6 +24,7 @@ def save(model, path):
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, _mode_for(path))   # mkstemp makes 0600; keep what the file had, or the umask's
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -42,6 +44,15 @@ def save(model, path):
             os.close(dfd)
     except OSError:
         pass
+
+
+def _mode_for(path):
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _temp_prefix(path):

@@ -287,3 +287,18 @@ def test_ten_megabytes_without_a_newline_train_as_they_arrive(tmp_path):
         _stop(proc)
     assert peak_kb < 150_000, f"{peak_kb} kB: the stream seems to be held in memory"
     assert charstream.load(path).state.chars_seen == 10_000_000
+
+
+def test_a_closed_stderr_does_not_cost_the_model(tmp_path, shakespeare):
+    """`charstream train ... 2>&1 | head -1`: progress cannot be written, the model is still saved."""
+    src = tmp_path / "t.txt"
+    src.write_text(shakespeare[:5000], encoding="utf-8")
+    path = tmp_path / "e.npz"
+    proc = _popen(_cli("train", src, "--model", path, "--hidden-size", "8", "--report-every", "0"),
+                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        proc.stderr.close()   # nobody reads stderr: every write to it fails with EPIPE
+        assert proc.wait(timeout=60) == 0
+    finally:
+        _stop(proc)
+    assert charstream.load(path).state.chars_seen == 5000

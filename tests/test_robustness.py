@@ -404,3 +404,16 @@ def test_a_lock_file_left_by_a_dead_process_is_not_a_lock(tmp_path, model):
     assert invoke("train", "-", "--model", model, input="text " * 20).exit_code == 0
     assert not (tmp_path / "m.npz.lock").exists()
 
+
+
+def test_a_save_keeps_the_files_permissions(tmp_path, model):
+    assert model.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    model.chmod(0o640)
+    assert invoke("train", "-", "--model", model, input="more text " * 10).exit_code == 0
+    assert model.stat().st_mode & 0o777 == 0o640
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -45,7 +45,7 @@ def load_model(path):
 def show_warnings():
     """Print CharstreamWarnings as `Warning: ...` lines on stderr instead of Python's format."""
     def show(message, category, filename, lineno, file=None, line=None):
-        click.echo(f"Warning: {message}", err=True)
+        say(f"Warning: {message}")
     warnings.showwarning = show
     warnings.simplefilter("always", CharstreamWarning)
 
@@ -76,6 +76,14 @@ def sigterm_raises():
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def say(message):
+    """A line on stderr that is not worth dying for: a closed stderr must not stop a save."""
+    try:
+        click.echo(message, err=True)
+    except (OSError, ValueError):
+        pass
 
 
 def fail(e):

@@ -12,7 +12,7 @@ from ..progress import Progress
 from ..sources import chain_sources, check_source, with_idle
 from ..store import remove_stale_temps, save
 from ..trainer import Trainer
-from .common import FiniteFloat, fail, load_model, model_option, resolve_model_path, show_warnings
+from .common import FiniteFloat, fail, load_model, model_option, resolve_model_path, say, show_warnings
 from .interrupts import Interrupts, Terminated
 
 
@@ -67,7 +67,7 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
                 _train(model, path, trainer, sources, interrupts, checkpoint_every, report_every,
                        sample_every)
         except (KeyboardInterrupt, Terminated) as e:   # before any training: nothing to save
-            click.echo("interrupted before any text arrived: nothing saved", err=True)
+            say("interrupted before any text arrived: nothing saved")
             raise SystemExit(143 if isinstance(e, Terminated) else 130)
 
 
@@ -103,7 +103,7 @@ def _open_model(path, hidden_size, random_seed):
                 f"{path} has hidden size {model.hidden_size}; a new size needs a new --model path",
                 param_hint="--hidden-size")
         if random_seed is not None:
-            click.echo(f"Warning: --random-seed only seeds new models; {path} already exists", err=True)
+            say(f"Warning: --random-seed only seeds new models; {path} already exists")
         return model
     try:
         return Model("", hidden_size or 100, seed=random_seed)
@@ -129,9 +129,9 @@ def _train(model, path, trainer, sources, interrupts, checkpoint_every, report_e
         progress.close_line()
         if model.state.chars_seen > seen0:
             checkpoint.save()
-            click.echo(f"interrupted: saved model to {path}", err=True)
+            say(f"interrupted: saved model to {path}")
         else:
-            click.echo("interrupted before any text arrived: nothing saved", err=True)
+            say("interrupted before any text arrived: nothing saved")
         raise SystemExit(143 if isinstance(e, Terminated) else 130)
     except CharstreamError as e:   # NonFiniteError, a source that fails: the file keeps its last save
         progress.close_line()
@@ -152,8 +152,8 @@ def _train(model, path, trainer, sources, interrupts, checkpoint_every, report_e
     progress.close_line()
     checkpoint.save()
     st = model.state
-    click.echo(f"saved model to {path} (V={model.vocab_size}, H={model.hidden_size}, "
-               f"{st.chunks - chunks0:,} chunks trained now, {st.chunks:,} in all)", err=True)
+    say(f"saved model to {path} (V={model.vocab_size}, H={model.hidden_size}, "
+               f"{st.chunks - chunks0:,} chunks trained now, {st.chunks:,} in all)")
 
 
 class Checkpoint:
@@ -182,7 +182,7 @@ class Checkpoint:
                 self.save()
             except click.ClickException as e:
                 self.last = time.monotonic()
-                click.echo(f"Warning: checkpoint failed, training goes on: {e.message}", err=True)
+                say(f"Warning: checkpoint failed, training goes on: {e.message}")
 
     def save(self):
         if self._progress() == self.saved:
