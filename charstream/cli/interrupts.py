@@ -21,11 +21,12 @@ class Interrupts:
     def __init__(self):
         self.allowing = True
         self.pending = None     # the exception class of a signal noted while deferred
-        self.stopped = False    # after `stop()`: signals are noted and never raised
+        self.stopped = False    # once one signal was raised, or after `stop()`: signals are only noted
 
     def _handler(self, signum, frame):
         exc = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         if self.allowing and not self.stopped:
+            self.stopped = True   # one signal is raised; later ones must not cut its save short
             raise exc()
         if self.pending is None:
             self.pending = exc
@@ -48,6 +49,7 @@ class Interrupts:
         """Raise a signal noted while deferred."""
         if self.pending is not None and not self.stopped:
             exc, self.pending = self.pending, None
+            self.stopped = True
             raise exc()
 
     @contextlib.contextmanager
