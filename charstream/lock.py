@@ -28,7 +28,7 @@ class WriterLock:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        self.lock = lock_path(path)
+        self.lock = lock_path(os.path.realpath(path))   # one lock however the model is named
         self.fd = None
 
     def acquire(self):

@@ -19,9 +19,9 @@ FORMAT_VERSION = 1
 def save(model, path):
     """Write `model` to `path` via a temporary file in the same folder, fsync'd, then renamed over it:
     a crash at any moment leaves either the old file or the new one."""
-    path = os.fspath(path)
+    path = os.path.realpath(path)   # through a symlink: replace its target, keep the link
     arrays = _to_arrays(model)
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
     try:
         os.fchmod(fd, _mode_for(path))   # mkstemp makes 0600; keep what the file had, or the umask's
@@ -62,8 +62,8 @@ def _temp_prefix(path):
 def remove_stale_temps(path):
     """Delete temporary files that interrupted saves of `path` left behind (a `kill -9` mid-save);
     call it only while holding the model's writer lock. Returns how many were removed."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    path = os.path.realpath(path)
+    folder = os.path.dirname(path)
     prefix = _temp_prefix(path)
     removed = 0
     try:

@@ -302,3 +302,26 @@ def test_a_closed_stderr_does_not_cost_the_model(tmp_path, shakespeare):
     finally:
         _stop(proc)
     assert charstream.load(path).state.chars_seen == 5000
+
+
+def test_sighup_saves_like_sigterm_unless_ignored_as_under_nohup(tmp_path, shakespeare):
+    for ignored in (False, True):
+        path = tmp_path / f"h{ignored}.npz"
+        proc = _popen(_cli("train", "-", "--model", path, "--hidden-size", "8", "--report-every", "0",
+                           "--sample-every", "0", "--checkpoint-every", "0"),
+                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                      preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignored else None)
+        try:
+            proc.stdin.write(shakespeare[:3000].encode())
+            proc.stdin.flush()
+            _wait_for_line(proc)
+            proc.send_signal(signal.SIGHUP)
+            if ignored:
+                with pytest.raises(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.5)
+                proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+        finally:
+            _stop(proc)
+        assert code == (143 if ignored else 129)
+        assert charstream.load(path).state.chars_seen == 3000

@@ -417,3 +417,24 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_more_mistakes(tmp_path, model):
+    before = model.read_bytes()
+    (tmp_path / "file").write_text("x")
+    assert error_line(invoke("train", "-", "--model", tmp_path / "file" / "m.npz", input="text")) == \
+        f"Error: {tmp_path / 'file'}: not a directory: the model could not be saved there"
+    assert error_line(invoke("train", "-", "--model", "", input="text")) == \
+        "Error: Invalid value for --model: the path is empty"
+    assert error_line(invoke("generate", "--model", model, "--temperature", "1e-320")) == \
+        "Error: Invalid value for '--temperature': 1e-320 is too small (its inverse overflows)."
+    assert model.read_bytes() == before
+
+
+def test_a_model_reached_through_a_symlink_stays_a_symlink(tmp_path, model):
+    link = tmp_path / "link.npz"
+    link.symlink_to(model)
+    assert invoke("train", "-", "--model", link, input="more text " * 10).exit_code == 0
+    assert link.is_symlink() and charstream.load(model).state.chars_seen == 2100
+    with WriterLock(model):   # one lock, whichever name the model is trained by
+        assert "is being trained by another" in error_line(invoke("train", "-", "--model", link, input="text"))

@@ -28,6 +28,8 @@ model_option = click.option(
 
 
 def resolve_model_path(model_path):
+    if model_path == "":
+        raise click.BadParameter("the path is empty", param_hint="--model")
     return model_path or default_model_path()
 
 

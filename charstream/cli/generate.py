@@ -35,6 +35,8 @@ def generate(model_path, seed, length, temperature, random_seed):
 
 
 def _generate(model_path, seed, length, temperature, random_seed):
+    if 1.0 / temperature == float("inf"):
+        raise click.BadParameter(f"{temperature} is too small (its inverse overflows).", param_hint="'--temperature'")
     model = load_model(resolve_model_path(model_path))
     try:
         blocks = model.generate_blocks(seed, temperature, random_seed)

@@ -12,22 +12,36 @@ import signal
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised in the main thread like KeyboardInterrupt is for SIGINT."""
+    """SIGTERM (or SIGHUP), raised in the main thread like KeyboardInterrupt is for SIGINT."""
+
+    def __init__(self, signum=signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self):
+        return 128 + self.signum
+
+
+def exit_code(interrupt):
+    """130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP: the shell's 128 + signal number."""
+    return interrupt.exit_code if isinstance(interrupt, Terminated) else 128 + signal.SIGINT
 
 
 class Interrupts:
-    """SIGINT -> KeyboardInterrupt, SIGTERM -> Terminated, allowed unless inside `deferred()`."""
+    """SIGINT -> KeyboardInterrupt; SIGTERM, SIGHUP (a closed terminal; unless ignored, as under
+    nohup) -> Terminated; allowed unless inside `deferred()`."""
 
     def __init__(self):
         self.allowing = True
-        self.pending = None     # the exception class of a signal noted while deferred
+        self.pending = None     # the exception of a signal noted while deferred
         self.stopped = False    # once one signal was raised, or after `stop()`: signals are only noted
 
     def _handler(self, signum, frame):
-        exc = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        exc = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
         if self.allowing and not self.stopped:
             self.stopped = True   # one signal is raised; later ones must not cut its save short
-            raise exc()
+            raise exc
         if self.pending is None:
             self.pending = exc
 
@@ -36,6 +50,9 @@ class Interrupts:
         """Handle SIGINT and SIGTERM within the block (main thread only); old handlers come back after."""
         try:
             old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+            hup = getattr(signal, "SIGHUP", None)
+            if hup is not None and signal.getsignal(hup) is not signal.SIG_IGN:
+                old[hup] = signal.signal(hup, self._handler)
         except ValueError:   # not the main thread: leave signals alone
             yield self
             return
@@ -50,7 +67,7 @@ class Interrupts:
         if self.pending is not None and not self.stopped:
             exc, self.pending = self.pending, None
             self.stopped = True
-            raise exc()
+            raise exc
 
     @contextlib.contextmanager
     def deferred(self):

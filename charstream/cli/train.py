@@ -13,7 +13,7 @@ from ..sources import chain_sources, check_source, with_idle
 from ..store import remove_stale_temps, save
 from ..trainer import Trainer
 from .common import FiniteFloat, fail, load_model, model_option, resolve_model_path, say, show_warnings
-from .interrupts import Interrupts, Terminated
+from .interrupts import Interrupts, Terminated, exit_code
 
 
 @click.command()
@@ -68,12 +68,14 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
                        sample_every)
         except (KeyboardInterrupt, Terminated) as e:   # before any training: nothing to save
             say("interrupted before any text arrived: nothing saved")
-            raise SystemExit(143 if isinstance(e, Terminated) else 130)
+            raise SystemExit(exit_code(e))
 
 
 def _writer_lock(path):
     """Create the model's folder if needed and take its writer lock, or exit saying why not."""
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise click.ClickException(f"{folder}: not a directory: the model could not be saved there")
     if not os.path.isdir(folder):
         try:
             os.makedirs(folder, exist_ok=True)
@@ -132,7 +134,7 @@ def _train(model, path, trainer, sources, interrupts, checkpoint_every, report_e
             say(f"interrupted: saved model to {path}")
         else:
             say("interrupted before any text arrived: nothing saved")
-        raise SystemExit(143 if isinstance(e, Terminated) else 130)
+        raise SystemExit(exit_code(e))
     except CharstreamError as e:   # NonFiniteError, a source that fails: the file keeps its last save
         progress.close_line()
         raise click.ClickException(f"{fail(e).message}; {checkpoint.kept()}") from None
