@@ -82,14 +82,17 @@ def test_kill_9_at_random_moments_leaves_a_model_that_loads(tmp_path, long_text)
     src.write_text(long_text, encoding="utf-8")
     path = tmp_path / "k.npz"
     rng = random.Random(9)
-    seen, torn_saves = 0, 0
+    seen, torn_saves, reads = 0, 0, 0
     for i in range(24):
         proc = _popen(_cli("train", src, "--model", path, "--hidden-size", "8", "--random-seed", "3",
                            "--checkpoint-every", "0.001", *QUIET), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             if i % 4:   # most kills land while training (and, at this pace, mostly inside a save)
                 _wait_for_line(proc)
-                time.sleep(rng.uniform(0, 0.15))
+                until = time.monotonic() + rng.uniform(0, 0.15)
+                while time.monotonic() < until:   # meanwhile a reader always finds a whole model
+                    if path.exists():
+                        reads += charstream.load(path).state.chars_seen >= 0
             else:       # some during start-up: loading, locking, cleaning up
                 time.sleep(rng.uniform(0, 0.4))
             proc.send_signal(signal.SIGKILL)
@@ -108,7 +111,7 @@ def test_kill_9_at_random_moments_leaves_a_model_that_loads(tmp_path, long_text)
     assert r.returncode == 0, r.stderr
     assert charstream.load(path).state.chars_seen == seen + 3000
     assert sorted(os.listdir(tmp_path)) == ["k.npz", "text.txt"]
-    print(f"{torn_saves} of 24 kills left a temporary file (a save cut short)")
+    print(f"{torn_saves} of 24 kills left a temporary file (a save cut short); {reads} reads while saving")
 
 
 def _reference(text, seed, H=8):
