@@ -126,6 +126,7 @@ def _train(model, path, trainer, sources, interrupts, checkpoint_every, report_e
             now = time.monotonic()
             progress.update(record, now)
             checkpoint.maybe(now)
+        interrupts.stop()   # the stream has ended: from here on signals are only noted
     except (KeyboardInterrupt, Terminated) as e:
         interrupts.stop()   # a second signal must not cut the save short
         progress.close_line()
@@ -145,7 +146,6 @@ def _train(model, path, trainer, sources, interrupts, checkpoint_every, report_e
     except OSError as e:
         progress.close_line()
         raise click.ClickException(f"reading input failed: {e.strerror or e}; {checkpoint.kept()}") from None
-    interrupts.stop()
     if model.state.chars_seen == seen0:
         raise click.ClickException(f"no text to train on: {', '.join(sources)} gave no characters; "
                                    f"the model was not changed")
@@ -155,7 +155,7 @@ def _train(model, path, trainer, sources, interrupts, checkpoint_every, report_e
     checkpoint.save()
     st = model.state
     say(f"saved model to {path} (V={model.vocab_size}, H={model.hidden_size}, "
-               f"{st.chunks - chunks0:,} chunks trained now, {st.chunks:,} in all)")
+        f"{st.chunks - chunks0:,} chunks trained now, {st.chunks:,} in all)")
 
 
 class Checkpoint:
