@@ -329,3 +329,28 @@ def test_sighup_saves_like_sigterm_unless_ignored_as_under_nohup(tmp_path, shake
             _stop(proc)
         assert code == (143 if ignored else 129)
         assert charstream.load(path).state.chars_seen == 3000
+
+
+def test_a_file_size_limit_while_saving_keeps_the_old_model(tmp_path, shakespeare):
+    """A real write failure in a real process (RLIMIT_FSIZE: EFBIG, as a full disk gives ENOSPC):
+    checkpoints warn once and training goes on; the final save fails with one error; the old
+    model is intact and no temporary file is left."""
+    import resource
+    path = tmp_path / "f.npz"
+    assert _run(_cli("train", "-", "--model", path, "--hidden-size", "8", *QUIET),
+                input=shakespeare[:3000].encode()).returncode == 0
+    before = path.read_bytes()
+    limit = len(before) + 200   # new characters make the next save bigger than this
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run(_cli("train", "-", "--model", path, "--checkpoint-every", "0.0001", *QUIET), cwd=DATA,
+                       input=("ÆØÅ€→∑🙂éèêë " + shakespeare[3000:4000]).encode() * 5, capture_output=True,
+                       timeout=60, preexec_fn=small_files)
+    err = r.stderr.decode()
+    assert r.returncode == 1, err
+    assert err.count("Warning: checkpoint failed, training goes on and will retry: ") == 1
+    assert err.splitlines()[-1] == f"Error: saving {path} failed: File too large; {path} keeps its last good save"
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["f.npz"]

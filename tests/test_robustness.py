@@ -327,8 +327,8 @@ def test_a_failed_checkpoint_is_a_warning_and_training_goes_on(tmp_path, model, 
     monkeypatch.setattr(cli_train, "save", save)
     r = invoke("train", "-", "--model", model, "--checkpoint-every", "1e-9", input=shakespeare[2000:4000])
     assert r.exit_code == 0, r.stderr
-    assert f"Warning: checkpoint failed, training goes on: saving {model} failed: No space left on device; " \
-           f"{model} keeps its last good save" in r.stderr
+    assert f"Warning: checkpoint failed, training goes on and will retry: saving {model} failed: No space left on " \
+           f"device; {model} keeps its last good save" in r.stderr
     assert charstream.load(model).state.chars_seen == 4000
 
 

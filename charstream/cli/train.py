@@ -172,6 +172,7 @@ class Checkpoint:
         self.existed = os.path.exists(path)
         self.saved = self._progress() if self.existed else None   # what the file holds
         self.saves = 0
+        self.failing = False   # the last periodic save failed
 
     def _progress(self):
         st = self.model.state   # text received and chunks trained: a save is due when either moved
@@ -184,7 +185,11 @@ class Checkpoint:
                 self.save()
             except click.ClickException as e:
                 self.last = time.monotonic()
-                say(f"Warning: checkpoint failed, training goes on: {e.message}")
+                if not self.failing:   # once per run of failures, not at every retry
+                    say(f"Warning: checkpoint failed, training goes on and will retry: {e.message}")
+                self.failing = True
+            else:
+                self.failing = False
 
     def save(self):
         if self._progress() == self.saved:
