@@ -354,3 +354,19 @@ def test_a_file_size_limit_while_saving_keeps_the_old_model(tmp_path, shakespear
     assert err.splitlines()[-1] == f"Error: saving {path} failed: File too large; {path} keeps its last good save"
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["f.npz"]
+
+
+def test_generate_blocked_on_a_full_pipe_still_stops(tmp_path, shakespeare):
+    path = tmp_path / "g.npz"
+    assert _run(_cli("train", "-", "--model", path, "--hidden-size", "8", *QUIET),
+                input=shakespeare[:2000].encode()).returncode == 0
+    for sig, expected in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
+        gen = _popen(_cli("generate", "--model", path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert gen.stdout.read(10)
+            time.sleep(0.5)   # nobody reads: the pipe fills and generate blocks in write()
+            gen.send_signal(sig)
+            assert gen.wait(timeout=30) == expected
+            assert gen.stderr.read() == b""
+        finally:
+            _stop(gen)
