@@ -438,3 +438,29 @@ def test_a_model_reached_through_a_symlink_stays_a_symlink(tmp_path, model):
     assert link.is_symlink() and charstream.load(model).state.chars_seen == 2100
     with WriterLock(model):   # one lock, whichever name the model is trained by
         assert "is being trained by another" in error_line(invoke("train", "-", "--model", link, input="text"))
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_in_the_middle_of_a_save_waits_for_it(tmp_path, shakespeare, monkeypatch, sig, code):
+    import signal
+    real_savez = np.savez
+    calls = []
+
+    def savez(f, **arrays):   # the signal arrives halfway through writing the file
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), getattr(signal, sig))
+            for _ in range(10_000):
+                pass
+        real_savez(f, **arrays)
+
+    monkeypatch.setattr(charstream.store.np, "savez", savez)
+    path = tmp_path / "s.npz"
+    r = invoke("train", "-", "--model", path, "--hidden-size", "4", "--checkpoint-every", "1e-9",
+               input=shakespeare[:3000])
+    assert r.exit_code == code, r.stderr
+    assert r.stderr.splitlines()[-1] == f"interrupted: saved model to {path}"
+    assert "Traceback" not in r.stderr
+    assert len(calls) == 1   # the save the signal came into was finished, not cut short and redone
+    m = charstream.load(path)
+    assert m.state.chunks >= 1
