@@ -194,11 +194,11 @@ class Checkpoint:
     def save(self):
         if self._progress() == self.saved:
             return   # the file already holds this state
-        with self.interrupts.deferred():
+        with self.interrupts.deferred():   # a signal waits for the save, and for knowing it is done
             _save(self.model, self.path, self.kept())
-        self.last = time.monotonic()
-        self.saved = self._progress()
-        self.saves += 1
+            self.last = time.monotonic()
+            self.saved = self._progress()
+            self.saves += 1
 
     def kept(self):
         """What the model file holds now, for error messages."""
