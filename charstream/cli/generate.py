@@ -3,8 +3,8 @@ import sys
 
 import click
 
-from .common import (FiniteFloat, Terminated, fail, load_model, model_option, quiet_exit, resolve_model_path, show_warnings,
-                     sigterm_raises)
+from .common import (FiniteFloat, Terminated, fail, load_model, model_option, quiet_exit, resolve_model_path,
+                     show_warnings, sigterm_raises)
 
 
 @click.command()
@@ -36,7 +36,8 @@ def generate(model_path, seed, length, temperature, random_seed):
 
 def _generate(model_path, seed, length, temperature, random_seed):
     if 1.0 / temperature == float("inf"):
-        raise click.BadParameter(f"{temperature} is too small (its inverse overflows).", param_hint="'--temperature'")
+        raise click.BadParameter(f"{temperature} is too small (its inverse overflows).",
+                                 param_hint="'--temperature'")
     model = load_model(resolve_model_path(model_path))
     try:
         blocks = model.generate_blocks(seed, temperature, random_seed)
