@@ -1,4 +1,5 @@
 """`charstream generate`: write the seed and a sampled continuation to stdout as it is produced."""
+import os
 import sys
 
 import click
@@ -29,9 +30,19 @@ def generate(model_path, seed, length, temperature, random_seed):
         with sigterm_raises():
             _generate(model_path, seed, length, temperature, random_seed)
     except KeyboardInterrupt:
-        quiet_exit(130)
+        _stop(130)
     except Terminated:
-        quiet_exit(0)
+        _stop(0)
+
+
+def _stop(code):
+    """Exit now: output still buffered for a pipe nobody reads must not block the way out."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):   # no descriptor (tests): nothing can block
+        pass
+    quiet_exit(code)
 
 
 def _generate(model_path, seed, length, temperature, random_seed):
