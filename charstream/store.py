@@ -122,7 +122,7 @@ def load(path):
             names = set(z.files)
             if "meta" not in names:
                 raise ModelFileError(f"{path}: not a charstream model (no 'meta' entry)")
-            arrays = {k: z[k] for k in names}
+            arrays = _read_entries(path, z, names)
     except ModelFileError:
         raise
     except PermissionError:
@@ -138,6 +138,36 @@ def load(path):
     except Exception as e:  # zlib.error, KeyError, struct.error from a torn archive
         raise ModelFileError(f"{path}: corrupt model file ({type(e).__name__}: {e})") from None
     return _from_arrays(path, arrays)
+
+
+def _read_entries(path, z, names):
+    """The entries a model has, meta first, each read only if its declared size fits the shapes the
+    meta announces: a foreign or hostile file cannot make charstream read gigabytes."""
+    def read(name, max_items, itemsize=8):
+        try:
+            size = z.zip.getinfo(name + ".npy").file_size
+        except KeyError:
+            size = z.zip.getinfo(name).file_size
+        if size > max_items * itemsize + 4096:   # the .npy header is a few hundred bytes
+            raise ModelFileError(f"{path}: corrupt model file ({name} is larger than the model it belongs to)")
+        return z[name]
+
+    a = {"meta": read("meta", 1 << 20, 1)}
+    if "vocab" in names:
+        a["vocab"] = read("vocab", MAX_CODEPOINT, 4)
+    try:
+        H = max(0, int(json.loads(str(a["meta"][()]))["hidden_size"]))
+        V = a["vocab"].size
+    except Exception:   # _from_arrays says what is wrong with the meta; read the rest within a bound
+        H = V = 1 << 12
+    items = {"Wxh": H * V, "Whh": H * H, "Why": V * H, "bh": H, "by": V}
+    items.update({"m" + k: n for k, n in list(items.items())}, hprev=H)
+    for k, n in items.items():
+        if k in names:
+            a[k] = read(k, n)
+    if "tail" in names:
+        a["tail"] = read("tail", 1 << 26, 4)   # untrained text: up to a read block's worth, in practice
+    return a
 
 
 def _from_arrays(path, a):

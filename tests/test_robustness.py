@@ -464,3 +464,13 @@ def test_a_signal_in_the_middle_of_a_save_waits_for_it(tmp_path, shakespeare, mo
     assert len(calls) == 1   # the save the signal came into was finished, not cut short and redone
     m = charstream.load(path)
     assert m.state.chunks >= 1
+
+
+def test_an_entry_far_larger_than_its_model_is_not_read(tmp_path, model):
+    with np.load(model) as z:
+        arrays = dict(z)
+    path = tmp_path / "bloated.npz"
+    with open(path, "wb") as f:
+        np.savez(f, **dict(arrays, Whh=np.zeros((1000, 1000)), junk=np.zeros(10)))
+    assert error_line(invoke("generate", "--model", path)) == \
+        f"Error: {path}: corrupt model file (Whh is larger than the model it belongs to)"
