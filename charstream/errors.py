@@ -13,5 +13,10 @@ class NonFiniteError(CharstreamError):
     """Training produced a loss or parameter that is NaN or infinite."""
 
 
+class SourceFailed(CharstreamError):
+    """A source that broke after its text began to arrive (a dropped connection, a failing plugin,
+    a read error): the text before the failure is good, so what was trained from it is kept."""
+
+
 class CharstreamWarning(UserWarning):
     """Input that can still be used, after a documented repair (e.g. invalid UTF-8 replaced)."""

@@ -87,8 +87,13 @@ class Progress:
             self._open_line = False
 
     def _write(self, s):
-        self.stream.write(s)
-        self.stream.flush()
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(s)
+            self.stream.flush()
+        except (OSError, ValueError):   # stderr closed (`2>&1 | head`): training matters more
+            self.stream = None
 
 
 def sample_text(model, length, seed="", temperature=1.0, random_seed=None):

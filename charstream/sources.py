@@ -9,7 +9,10 @@ Byte sources are decoded incrementally, so a character split across two reads or
 arrives whole. Bytes that are not UTF-8 are replaced by U+FFFD; the first such byte of each source
 (each connection) is reported once, with its byte offset, as a CharstreamWarning. A stream that
 ends in the middle of a character (a peer closing mid-character) ends with one U+FFFD, reported
-the same way.
+the same way. A source that does not look like text is
+refused with a CharstreamError: a NUL byte in its first SNIFF bytes (as git and grep decide that a
+file is binary), or more than MAX_INVALID of those bytes not UTF-8 (another encoding, or binary).
+Later NULs are characters like any other.
 """
 import codecs
 import os
@@ -22,19 +25,23 @@ import threading
 import warnings
 
 from . import plugins
-from .errors import CharstreamError, CharstreamWarning
+from .errors import CharstreamError, CharstreamWarning, SourceFailed
 
-BLOCK = 1 << 16  # bytes per read: a pipe's read returns as soon as anything has arrived
+BLOCK = 1 << 16     # bytes per read: a pipe's read returns as soon as anything has arrived
+SNIFF = 8000        # bytes at the start of each source checked for signs of a binary file
+MAX_INVALID = 0.25  # share of those bytes that may be invalid UTF-8
 
 
 class Utf8Decoder:
     """Incremental UTF-8 decoding that reports the first invalid byte's offset, then replaces."""
 
-    def __init__(self, name):
+    def __init__(self, name, defer_warning=False):
         self.name = name
         self.offset = 0  # bytes fed so far
         self._dec = codecs.getincrementaldecoder("utf-8")("strict")
         self.replacing = False
+        self.defer_warning = defer_warning  # keep the warning for `warn()`, e.g. until a TextSniffer decides
+        self.pending_warning = None
 
     def decode(self, data, final=False):
         state = self._dec.getstate()
@@ -42,14 +49,53 @@ class Utf8Decoder:
             text = self._dec.decode(data, final)
         except UnicodeDecodeError as e:
             where = self.offset - len(state[0]) + e.start
-            warnings.warn(f"{self.name}: invalid UTF-8 at byte {where}, replaced with U+FFFD "
-                          f"(and so are any further invalid bytes)", CharstreamWarning, stacklevel=2)
+            self.pending_warning = (f"{self.name}: invalid UTF-8 at byte {where}, replaced with U+FFFD "
+                                    f"(and so are any further invalid bytes)")
+            if not self.defer_warning:
+                self.warn()
             self._dec = codecs.getincrementaldecoder("utf-8")("replace")
             self._dec.setstate(state)
             self.replacing = True
             text = self._dec.decode(data, final)
         self.offset += len(data)
         return text
+
+    def warn(self):
+        if self.pending_warning:
+            warnings.warn(self.pending_warning, CharstreamWarning, stacklevel=3)
+            self.pending_warning = None
+
+
+class TextSniffer:
+    """Raises CharstreamError if the first SNIFF bytes of a source hold a NUL or are mostly not UTF-8.
+
+    NULs are refused as soon as they arrive; the share of invalid UTF-8 is judged once SNIFF bytes
+    (or the whole source, if shorter) have arrived. Text is never held back for it.
+    """
+
+    def __init__(self, name):
+        self.name = name
+        self.head = bytearray()
+        self.done = False
+
+    def feed(self, data, final=False):
+        if self.done:
+            return
+        start = len(self.head)
+        self.head += data[:SNIFF - start]
+        nul = self.head.find(b"\0", start)
+        if nul >= 0:
+            raise CharstreamError(f"{self.name}: looks like a binary file (a NUL byte at byte {nul}); "
+                                  f"charstream trains on UTF-8 text")
+        if len(self.head) < SNIFF and not final:
+            return
+        self.done = True
+        head = bytes(self.head)
+        text = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final)
+        bad = text.count("\ufffd") - head.count("\ufffd".encode())   # U+FFFD spelt in UTF-8 is text
+        if head and bad > MAX_INVALID * len(head):
+            raise CharstreamError(f"{self.name}: does not look like UTF-8 text ({bad} of its first "
+                                  f"{len(head)} bytes are not UTF-8: a binary file, or another encoding?)")
 
 
 CONNECT_TIMEOUT = 30.0  # seconds to wait for a TCP connection; reads then wait as long as it takes
@@ -66,6 +112,8 @@ def check_source(source):
     """Raise CharstreamError now if a source cannot be used (a path that cannot be read, a malformed
     address, a scheme no plugin serves, a broken plugin), before any training starts."""
     if source == "-":
+        if sys.stdin is None:
+            raise CharstreamError("<stdin>: stdin is closed")
         return
     scheme = scheme_of(source)
     if scheme == "file":
@@ -105,15 +153,21 @@ def _check_path(source):
 def read_stream(f, name, block=BLOCK):
     """Yield str from a binary file object as its bytes arrive (one read each), decoded as UTF-8."""
     read = getattr(f, "read1", f.read)
-    dec = Utf8Decoder(name)
+    dec = Utf8Decoder(name, defer_warning=True)   # no warning for a source then refused as binary
+    sniff = TextSniffer(name)
     while True:
         data = read(block)
         if not data:
             break
+        sniff.feed(data)
         text = dec.decode(data)
+        if sniff.done:
+            dec.warn()
         if text:
             yield text
+    sniff.feed(b"", final=True)
     text = dec.decode(b"", final=True)
+    dec.warn()
     if text:
         yield text
 
@@ -134,6 +188,8 @@ def open_source(source):
             raise CharstreamError(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
         return _checked(it, source, scheme)
     if source == "-":
+        if sys.stdin is None:
+            raise CharstreamError("<stdin>: stdin is closed")
         try:   # unbuffered: a reader thread blocked on it must not hold a lock at exit
             stdin = open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
         except (AttributeError, OSError, ValueError):   # a stdin without a descriptor (tests)
@@ -177,9 +233,9 @@ def _checked(it, source, scheme):
     except CharstreamError:
         raise
     except OSError as e:
-        raise CharstreamError(f"{source}: {e.strerror or _one_line(e)}") from None
+        raise SourceFailed(f"{source}: {e.strerror or _one_line(e)}") from None
     except Exception as e:
-        raise CharstreamError(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
+        raise SourceFailed(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
 
 
 def _file_path(source):
@@ -229,7 +285,7 @@ def _read_socket(sock, name):
         try:
             yield from read_stream(sock.makefile("rb", buffering=0), name)
         except OSError as e:
-            raise CharstreamError(f"{name}: connection dropped ({e.strerror or e})") from None
+            raise SourceFailed(f"{name}: connection dropped ({e.strerror or e})") from None
 
 
 class Listener:

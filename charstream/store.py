@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import stat
 import tempfile
 import zipfile
 
@@ -18,11 +19,12 @@ FORMAT_VERSION = 1
 def save(model, path):
     """Write `model` to `path` via a temporary file in the same folder, fsync'd, then renamed over it:
     a crash at any moment leaves either the old file or the new one."""
-    path = os.fspath(path)
+    path = os.path.realpath(path)   # through a symlink: replace its target, keep the link
     arrays = _to_arrays(model)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".charstream-", suffix=".tmp", dir=folder)
+    folder = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, _mode_for(path))   # mkstemp makes 0600; keep what the file had, or the umask's
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
@@ -42,6 +44,40 @@ def save(model, path):
             os.close(dfd)
     except OSError:
         pass
+
+
+def _mode_for(path):
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _temp_prefix(path):
+    return f".{os.path.basename(path)}.charstream-"
+
+
+def remove_stale_temps(path):
+    """Delete temporary files that interrupted saves of `path` left behind (a `kill -9` mid-save);
+    call it only while holding the model's writer lock. Returns how many were removed."""
+    path = os.path.realpath(path)
+    folder = os.path.dirname(path)
+    prefix = _temp_prefix(path)
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def _to_arrays(model):
@@ -88,13 +124,15 @@ def load(path):
             names = set(z.files)
             if "meta" not in names:
                 raise ModelFileError(f"{path}: not a charstream model (no 'meta' entry)")
-            arrays = {k: z[k] for k in names}
+            arrays = _read_entries(path, z, names)
     except ModelFileError:
         raise
     except PermissionError:
         raise ModelFileError(f"{path}: permission denied") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise ModelFileError(f"{path}: not a charstream model (unreadable: {e})") from None
+    except (zipfile.BadZipFile, EOFError) as e:   # it starts like a zip archive, but is not a whole one
+        raise ModelFileError(f"{path}: corrupt model file (a damaged or truncated archive: {e})") from None
+    except OSError as e:
+        raise ModelFileError(f"{path}: not a charstream model (unreadable: {e.strerror or e})") from None
     except ValueError as e:
         if "pickle" in str(e):
             raise ModelFileError(f"{path}: holds pickled objects, which charstream never loads") from None
@@ -102,6 +140,36 @@ def load(path):
     except Exception as e:  # zlib.error, KeyError, struct.error from a torn archive
         raise ModelFileError(f"{path}: corrupt model file ({type(e).__name__}: {e})") from None
     return _from_arrays(path, arrays)
+
+
+def _read_entries(path, z, names):
+    """The entries a model has, meta first, each read only if its declared size fits the shapes the
+    meta announces: a foreign or hostile file cannot make charstream read gigabytes."""
+    def read(name, max_items, itemsize=8):
+        try:
+            size = z.zip.getinfo(name + ".npy").file_size
+        except KeyError:
+            size = z.zip.getinfo(name).file_size
+        if size > max_items * itemsize + 4096:   # the .npy header is a few hundred bytes
+            raise ModelFileError(f"{path}: corrupt model file ({name} is larger than the model it belongs to)")
+        return z[name]
+
+    a = {"meta": read("meta", 1 << 20, 1)}
+    if "vocab" in names:
+        a["vocab"] = read("vocab", MAX_CODEPOINT, 4)
+    try:
+        H = max(0, int(json.loads(str(a["meta"][()]))["hidden_size"]))
+        V = a["vocab"].size
+    except Exception:   # _from_arrays says what is wrong with the meta; read the rest within a bound
+        H = V = 1 << 12
+    items = {"Wxh": H * V, "Whh": H * H, "Why": V * H, "bh": H, "by": V}
+    items.update({"m" + k: n for k, n in list(items.items())}, hprev=H)
+    for k, n in items.items():
+        if k in names:
+            a[k] = read(k, n)
+    if "tail" in names:
+        a["tail"] = read("tail", 1 << 26, 4)   # untrained text: up to a read block's worth, in practice
+    return a
 
 
 def _from_arrays(path, a):

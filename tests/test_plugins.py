@@ -183,8 +183,11 @@ def test_a_broken_source_plugin_is_refused_before_training(fake_dist, tmp_path):
 def test_a_source_plugin_that_fails_mid_stream_is_one_clear_error(fake_dist, tmp_path):
     r = CliRunner().invoke(main, ["train", "failing://x", "--model", str(tmp_path / "f.npz")])
     assert r.exit_code == 1
-    assert r.stderr.strip().splitlines()[-1] == \
-        "Error: failing://x: the 'failing' source failed: RuntimeError: the feed went away"
+    assert r.stderr.strip().splitlines()[-1] == (
+        "Error: failing://x: the 'failing' source failed: RuntimeError: the feed went away; "
+        f"what was trained before it is saved to {tmp_path / 'f.npz'}")
+    kept = charstream.load(tmp_path / "f.npz")   # the text that arrived before the failure is not lost
+    assert kept.state.chars_seen == 10 and charstream.vocab.to_text(kept.state.tail) == "some text "
 
 
 def test_a_fake_distribution_drives_train_and_generate_end_to_end(tmp_path):

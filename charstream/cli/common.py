@@ -1,5 +1,6 @@
 """What every command shares: the model location, loading with clear errors, warnings and signals."""
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -9,6 +10,7 @@ import click
 
 from ..errors import CharstreamError, CharstreamWarning
 from ..store import load
+from .interrupts import Terminated
 
 
 def default_model_path():
@@ -26,6 +28,8 @@ model_option = click.option(
 
 
 def resolve_model_path(model_path):
+    if model_path == "":
+        raise click.BadParameter("the path is empty", param_hint="--model")
     return model_path or default_model_path()
 
 
@@ -43,13 +47,21 @@ def load_model(path):
 def show_warnings():
     """Print CharstreamWarnings as `Warning: ...` lines on stderr instead of Python's format."""
     def show(message, category, filename, lineno, file=None, line=None):
-        click.echo(f"Warning: {message}", err=True)
+        say(f"Warning: {message}")
     warnings.showwarning = show
     warnings.simplefilter("always", CharstreamWarning)
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread like KeyboardInterrupt is for SIGINT."""
+class FiniteFloat(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (which compare False to any bound)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
 
 
 @contextlib.contextmanager
@@ -66,6 +78,14 @@ def sigterm_raises():
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def say(message):
+    """A line on stderr that is not worth dying for: a closed stderr must not stop a save."""
+    try:
+        click.echo(message, err=True)
+    except (OSError, ValueError):
+        pass
 
 
 def fail(e):

@@ -1,11 +1,13 @@
 """`charstream generate`: write the seed and a sampled continuation to stdout as it is produced."""
+import os
 import sys
 
 import click
 
 from .. import plugins
 from ..errors import CharstreamError
-from .common import fail, load_model, model_option, quiet_exit, resolve_model_path, show_warnings
+from .common import (FiniteFloat, Terminated, fail, load_model, model_option, quiet_exit, resolve_model_path,
+                     show_warnings, sigterm_raises)
 
 
 @click.command()
@@ -13,7 +15,7 @@ from .common import fail, load_model, model_option, quiet_exit, resolve_model_pa
 @click.option("--seed", default="", help="Text that primes the hidden state; it is printed first.")
 @click.option("--length", type=click.IntRange(min=0), default=None,
               help="Characters to write after the seed (default: no end).")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--temperature", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True,
               help="Below 1 is more conservative, above 1 more adventurous.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, metavar="K",
               help="Sample only among the K most probable characters.")
@@ -22,7 +24,7 @@ from .common import fail, load_model, model_option, quiet_exit, resolve_model_pa
 @click.option("--sampler", default="temperature", show_default=True, metavar="NAME",
               help="How the next character is picked: temperature (draw from the probabilities), "
                    "greedy (the most probable), top-k, top-p, or a plugin's sampler (see `charstream plugins`).")
-@click.option("--random-seed", type=int, default=None, help="Same seed, same text.")
+@click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Same seed, same text.")
 def generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed):
     """Write SEED then text sampled from the model to stdout, one character after another.
 
@@ -35,6 +37,29 @@ def generate(model_path, seed, length, temperature, top_k, top_p, sampler, rando
       charstream generate --sampler greedy --seed "To be" --length 80
     """
     show_warnings()
+    try:   # Ctrl-C ends it with 130, SIGTERM like a closed pipe with 0; never a traceback
+        with sigterm_raises():
+            _generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed)
+    except KeyboardInterrupt:
+        _stop(130)
+    except Terminated:
+        _stop(0)
+
+
+def _stop(code):
+    """Exit now: output still buffered for a pipe nobody reads must not block the way out."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):   # no descriptor (tests): nothing can block
+        pass
+    quiet_exit(code)
+
+
+def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed):
+    if 1.0 / temperature == float("inf"):
+        raise click.BadParameter(f"{temperature} is too small (its inverse overflows).",
+                                 param_hint="'--temperature'")
     if plugins.find(plugins.SAMPLERS, sampler) is None:
         raise click.BadParameter(f"no sampler named {sampler!r} (known: {', '.join(plugins.names(plugins.SAMPLERS))})",
                                  param_hint="'--sampler'")
@@ -64,5 +89,3 @@ def generate(model_path, seed, length, temperature, top_k, top_p, sampler, rando
     except CharstreamError as e:   # a sampler plugin that fails or returns a bad index
         out.flush()
         raise fail(e)
-    except KeyboardInterrupt:
-        quiet_exit(130)

@@ -1,31 +1,33 @@
 """`charstream train`: learn from paths or stdin as the text arrives, saving as it goes."""
 import os
+import threading
 import time
 
 import click
 
-from ..errors import CharstreamError
+from ..errors import CharstreamError, SourceFailed
+from ..lock import WriterLock
 from ..model import Model
 from ..progress import Progress
 from ..sources import Listener, chain_sources, check_source, with_idle
-from ..vocab import DEFAULT_MAX_VOCAB
-from ..store import save
+from ..store import remove_stale_temps, save
 from ..trainer import Trainer
+from ..vocab import DEFAULT_MAX_VOCAB
 from .budget import BudgetReached, Deadline, limit_chars, repeat_sources
-from .common import (Terminated, fail, load_model, model_option, sigterm_raises, resolve_model_path,
-                     show_warnings)
+from .common import FiniteFloat, fail, load_model, model_option, resolve_model_path, say, show_warnings
+from .interrupts import Interrupts, Terminated, exit_code
 
 
 @click.command()
 @click.argument("sources", nargs=-1, metavar="[SOURCE ...]")
 @model_option
-@click.option("--hidden-size", type=click.IntRange(min=1), default=None,
+@click.option("--hidden-size", type=click.IntRange(min=1, max=100_000), default=None,
               help="Hidden units H of a new model (default 100).")
-@click.option("--seq-length", type=click.IntRange(min=1), default=None,
+@click.option("--seq-length", type=click.IntRange(min=1, max=1_000_000), default=None,
               help="Characters per truncated-backprop chunk (default 25, or the model's).")
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--learning-rate", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Adagrad learning rate (default 0.1, or the model's).")
-@click.option("--random-seed", type=int, default=None, help="Seed of a new model's weights.")
+@click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Seed of a new model's weights.")
 @click.option("--listen", metavar="HOST:PORT", default=None,
               help="After the SOURCEs (if any), accept TCP connections on HOST:PORT one after another and "
                    "train on each, until interrupted (port 0: any free port, printed on stderr).")
@@ -37,15 +39,15 @@ from .common import (Terminated, fail, load_model, model_option, sigterm_raises,
 @click.option("--fixed-vocab/--open-vocab", default=None,
               help="Never grow the vocabulary (characters outside it become U+FFFD if it has U+FFFD, else "
                    "they are skipped), or let it grow again. Saved in the model.")
-@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=60.0, show_default=True,
+@click.option("--checkpoint-every", type=FiniteFloat(min=0), default=60.0, show_default=True,
               metavar="SECONDS", help="Save the model this often while training (0: only at the end).")
-@click.option("--report-every", type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option("--report-every", type=FiniteFloat(min=0), default=2.0, show_default=True,
               metavar="SECONDS", help="Print progress to stderr this often.")
-@click.option("--sample-every", type=click.FloatRange(min=0), default=30.0, show_default=True,
+@click.option("--sample-every", type=FiniteFloat(min=0), default=30.0, show_default=True,
               metavar="SECONDS", help="Print a sample of the live model this often (0: never).")
 @click.option("--passes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Read the file sources this many times (streams cannot be repeated).")
-@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--max-seconds", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Stop after this many seconds, and save.")
 @click.option("--max-chars", type=click.IntRange(min=1), default=None,
               help="Stop after reading this many characters, and save.")
@@ -60,7 +62,8 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
 
     A new model is created unless the model file exists, in which case training resumes it exactly
     where it stopped. The model is saved at the end of the stream, every --checkpoint-every seconds
-    and on Ctrl-C. Progress goes to stderr.
+    and on Ctrl-C or SIGTERM. One process at a time trains a model; `generate` can read it meanwhile.
+    Progress goes to stderr.
 
     \b
     Examples:
@@ -73,19 +76,61 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
     """
     show_warnings()
     sources = sources or (() if listen else ("-",))
+    if listen and passes > 1:
+        raise click.BadParameter("--listen is a stream, which cannot be read twice", param_hint="--passes")
     try:
         for source in sources:
             check_source(source)
-        listener = Listener(listen, on_event=lambda m: click.echo(m, err=True)) if listen else None
+        listener = Listener(listen, on_event=say) if listen else None
     except CharstreamError as e:
         raise fail(e)
-    if listener is not None and passes > 1:
-        raise click.BadParameter("--listen is a stream, which cannot be read twice", param_hint="--passes")
     sources = repeat_sources(sources, passes)
     if listener is not None:
-        click.echo(f"listening on {listener.address}", err=True)
+        say(f"listening on {listener.address}")
     path = resolve_model_path(model_path)
+    interrupts = Interrupts()
+    with interrupts.installed():
+        try:
+            with _writer_lock(path):
+                model = _open_model(path, hidden_size, random_seed, max_vocab, initial_vocab, fixed_vocab)
+                try:
+                    trainer = Trainer(model, seq_length, learning_rate)
+                except ValueError as e:
+                    raise fail(e)
+                _train(model, path, trainer, sources, listener, interrupts, checkpoint_every, report_every,
+                       sample_every, max_seconds, max_chars, log_path)
+        except (KeyboardInterrupt, Terminated) as e:   # before any training: nothing to save
+            say("interrupted before any text arrived: nothing saved")
+            raise SystemExit(exit_code(e))
+
+
+def _writer_lock(path):
+    """Create the model's folder if needed and take its writer lock, or exit saying why not."""
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise click.ClickException(f"{folder}: not a directory: the model could not be saved there")
+    if not os.path.isdir(folder):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise click.ClickException(f"cannot create {folder}: {e.strerror}") from None
+    denied = click.ClickException(f"{folder}: permission denied: the model could not be saved there")
+    if not os.access(folder, os.W_OK):
+        raise denied
+    lock = WriterLock(path)
+    try:
+        lock.acquire()
+    except CharstreamError as e:
+        raise fail(e)
+    except PermissionError:
+        raise denied from None
+    except OSError as e:
+        raise click.ClickException(f"{folder}: {e.strerror}: the model could not be saved there") from None
+    remove_stale_temps(path)   # we are the only writer: any temporary file is from a killed save
+    return lock
+
+
+def _open_model(path, hidden_size, random_seed, max_vocab, initial_vocab, fixed_vocab):
     if os.path.exists(path):
         model = load_model(path)
         if hidden_size is not None and hidden_size != model.hidden_size:
@@ -93,9 +138,9 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
                 f"{path} has hidden size {model.hidden_size}; a new size needs a new --model path",
                 param_hint="--hidden-size")
         if random_seed is not None:
-            click.echo(f"Warning: --random-seed only seeds new models; {path} already exists", err=True)
+            say(f"Warning: --random-seed only seeds new models; {path} already exists")
         if initial_vocab is not None:
-            click.echo(f"Warning: --vocab only sets up new models; {path} already exists", err=True)
+            say(f"Warning: --vocab only sets up new models; {path} already exists")
         try:
             if max_vocab is not None:
                 model.max_vocab = max_vocab
@@ -103,64 +148,77 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
             raise click.BadParameter(f"{path}: {e}", param_hint="--max-vocab") from None
         if fixed_vocab is not None:
             model.fixed_vocab = fixed_vocab
-    else:
-        if not os.path.isdir(folder):
-            try:
-                os.makedirs(folder, exist_ok=True)
-            except OSError as e:
-                raise click.ClickException(f"cannot create {folder}: {e.strerror}") from None
-        if fixed_vocab and not initial_vocab:
-            raise click.BadParameter("a new model with a fixed vocabulary needs its characters: give --vocab CHARS",
-                                     param_hint="--fixed-vocab")
-        try:
-            model = Model(dict.fromkeys(initial_vocab or ""), hidden_size or 100, seed=random_seed,
-                          max_vocab=max_vocab or DEFAULT_MAX_VOCAB, fixed_vocab=bool(fixed_vocab))
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--vocab") from None
-    if not os.access(folder, os.W_OK):
-        raise click.ClickException(f"{folder}: permission denied: the model could not be saved there")
-    trainer = Trainer(model, seq_length, learning_rate)
+        return model
+    if fixed_vocab and not initial_vocab:
+        raise click.BadParameter("a new model with a fixed vocabulary needs its characters: give --vocab CHARS",
+                                 param_hint="--fixed-vocab")
+    try:
+        return Model(dict.fromkeys(initial_vocab or ""), hidden_size or 100, seed=random_seed,
+                     max_vocab=max_vocab or DEFAULT_MAX_VOCAB, fixed_vocab=bool(fixed_vocab))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--vocab") from None
+    except MemoryError:
+        raise click.ClickException(f"not enough memory for a model of hidden size {hidden_size}") from None
 
+
+def _train(model, path, trainer, sources, listener, interrupts, checkpoint_every, report_every, sample_every,
+           max_seconds, max_chars, log_path):
+    """Train until the stream ends, a budget runs out or a signal comes; signals wait while the
+    model is mid-update."""
     seen0, chunks0 = model.state.chars_seen, model.state.chunks
     log = _open_log(log_path)
     progress = Progress(model, every=report_every, sample_every=sample_every, log=log,
                         log_format="csv" if log_path and log_path.endswith(".csv") else "jsonl")
-    checkpoint = Checkpoint(model, path, checkpoint_every)
+    checkpoint = Checkpoint(model, path, checkpoint_every, interrupts)
     deadline = Deadline(max_seconds)
 
-    def on_idle():
+    def on_idle():   # no text for a while: the time budget and checkpoints still run
         deadline.check()
         checkpoint.maybe()
 
-    idle_every = min(x for x in (checkpoint_every or None, max_seconds, 1.0) if x)
+    waits = [x for x in (checkpoint_every, max_seconds) if x and x < threading.TIMEOUT_MAX]
+    idle = min(waits + [1.0]) if waits else None
     record = None
     stopped = None
     try:
-        with sigterm_raises():
-            stream = chain_sources(list(sources) + ([listener] if listener else []))
-            stream = with_idle(limit_chars(stream, max_chars), idle_every, on_idle)
-            for record in trainer.train(stream):
+        stream = chain_sources(list(sources) + ([listener] if listener else []))
+        stream = with_idle(limit_chars(stream, max_chars), idle, on_idle)
+        records = interrupts.deferring(trainer.train(interrupts.allowing_in(stream)))
+        try:
+            for record in records:
                 now = time.monotonic()
                 progress.update(record, now)
                 checkpoint.maybe(now)
                 deadline.check(now)
+        finally:
+            records.close()   # the trainer keeps what it read but did not train, now
+        interrupts.stop()   # the stream has ended: from here on signals are only noted
     except BudgetReached:
+        interrupts.stop()
         stopped = f"stopped after --max-seconds {max_seconds:g}"
     except (KeyboardInterrupt, Terminated) as e:
+        interrupts.stop()   # a second signal must not cut the save short
         progress.close_line()
-        code = 143 if isinstance(e, Terminated) else 130
         if model.state.chars_seen > seen0:
             checkpoint.save()
-            click.echo(f"interrupted: saved model to {path}", err=True)
+            say(f"interrupted: saved model to {path}")
         else:
-            click.echo("interrupted before any text arrived: nothing saved", err=True)
-        raise SystemExit(code)
-    except CharstreamError as e:
+            say("interrupted before any text arrived: nothing saved")
+        raise SystemExit(exit_code(e))
+    except (SourceFailed, OSError) as e:   # the text before the failure was good: keep its training
         progress.close_line()
-        raise fail(e)
-    except OSError as e:
+        message = fail(e).message if isinstance(e, SourceFailed) else f"reading input failed: {e.strerror or e}"
+        if model.state.chars_seen > seen0:
+            checkpoint.save()
+            raise click.ClickException(f"{message}; what was trained before it is saved to {path}") from None
+        raise click.ClickException(f"{message}; {checkpoint.kept()}") from None
+    except CharstreamError as e:   # NonFiniteError, input refused as binary: the file keeps its last save
         progress.close_line()
-        raise click.ClickException(f"reading input failed: {e.strerror or e}") from None
+        raise click.ClickException(f"{fail(e).message}; {checkpoint.kept()}") from None
+    except MemoryError:
+        progress.close_line()
+        raise click.ClickException(f"out of memory (seq length {trainer.seq_length}, hidden size "
+                                   f"{model.hidden_size}); {checkpoint.kept()}") from None
     if model.state.chars_seen == seen0:
         raise click.ClickException(f"no text to train on: {', '.join(sources)} gave no characters; "
                                    f"the model was not changed")
@@ -169,29 +227,59 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
     progress.close_line()
     checkpoint.save()
     if stopped:
-        click.echo(stopped, err=True)
+        say(stopped)
     st = model.state
-    click.echo(f"saved model to {path} (V={model.vocab_size}, H={model.hidden_size}, "
-               f"{st.chunks - chunks0:,} chunks trained now, {st.chunks:,} in all)", err=True)
+    say(f"saved model to {path} (V={model.vocab_size}, H={model.hidden_size}, "
+        f"{st.chunks - chunks0:,} chunks trained now, {st.chunks:,} in all)")
 
 
 class Checkpoint:
-    """Saves the model every `every` seconds (0: never) when there is something new to save."""
+    """Saves the model every `every` seconds (0: never) when there is something new to save.
 
-    def __init__(self, model, path, every):
+    A periodic save that fails (a full disk) is reported and retried later, training goes on; the
+    final save failing is an error. Either way the file keeps the previous save intact.
+    """
+
+    def __init__(self, model, path, every, interrupts=None):
         self.model, self.path, self.every = model, path, every
+        self.interrupts = interrupts or Interrupts()
         self.last = time.monotonic()
-        self.saved_seen = model.state.chars_seen
+        self.existed = os.path.exists(path)
+        self.saved = self._progress() if self.existed else None   # what the file holds
+        self.saves = 0
+        self.failing = False   # the last periodic save failed
+
+    def _progress(self):
+        st = self.model.state   # text received and chunks trained: a save is due when either moved
+        return st.chars_seen, st.chunks
 
     def maybe(self, now=None):
         now = time.monotonic() if now is None else now
-        if self.every and now - self.last >= self.every and self.model.state.chars_seen > self.saved_seen:
-            self.save()
+        if self.every and now - self.last >= self.every and self._progress() != self.saved:
+            try:
+                self.save()
+            except click.ClickException as e:
+                self.last = time.monotonic()
+                if not self.failing:   # once per run of failures, not at every retry
+                    say(f"Warning: checkpoint failed, training goes on and will retry: {e.message}")
+                self.failing = True
+            else:
+                self.failing = False
 
     def save(self):
-        _save(self.model, self.path)
-        self.last = time.monotonic()
-        self.saved_seen = self.model.state.chars_seen
+        if self._progress() == self.saved:
+            return   # the file already holds this state
+        with self.interrupts.deferred():   # a signal waits for the save, and for knowing it is done
+            _save(self.model, self.path, self.kept())
+            self.last = time.monotonic()
+            self.saved = self._progress()
+            self.saves += 1
+
+    def kept(self):
+        """What the model file holds now, for error messages."""
+        if self.saves or self.existed:
+            return f"{self.path} keeps its last good save"
+        return f"nothing was saved to {self.path}"
 
 
 def _open_log(path):
@@ -203,11 +291,10 @@ def _open_log(path):
         raise click.ClickException(f"{path}: cannot open the log: {e.strerror}") from None
 
 
-def _save(model, path):
+def _save(model, path, kept):
     try:
         save(model, path)
-    except CharstreamError as e:
-        raise fail(e)
+    except CharstreamError as e:   # parameters that became NaN or infinite are never saved
+        raise click.ClickException(f"{fail(e).message}; {kept}") from None
     except OSError as e:
-        raise click.ClickException(f"saving {path} failed, the previous model is intact: "
-                                   f"{e.strerror or e}") from None
+        raise click.ClickException(f"saving {path} failed: {e.strerror or e}; {kept}") from None
