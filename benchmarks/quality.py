@@ -41,10 +41,11 @@ def run_oracle(train_text, seed):
     return m, time.perf_counter() - t
 
 
-def run_charstream(train_path, seconds, hidden, passes, seed, workdir):
-    path = os.path.join(workdir, f"cs-{hidden}-{passes}.npz")
+def run_charstream(train_path, seconds, hidden, passes, lr, seed, workdir):
+    path = os.path.join(workdir, f"cs-{hidden}-{passes}-{lr}.npz")
     cmd = [sys.executable, "-m", "charstream", "train", train_path, "--model", path, "--hidden-size",
            str(hidden), "--passes", str(passes), "--max-seconds", str(seconds), "--random-seed", str(seed),
+           "--learning-rate", str(lr),
            "--sample-every", "0", "--report-every", "1000000", "--checkpoint-every", "0"]
     t = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=workdir, stderr=subprocess.DEVNULL)
@@ -54,7 +55,7 @@ def run_charstream(train_path, seconds, hidden, passes, seed, workdir):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=DEFAULT_CORPUS)
-    ap.add_argument("--configs", default="100:20,192:20,256:20", help="comma-separated H:max-passes")
+    ap.add_argument("--configs", default="100:20,128:20", help="comma-separated H:max-passes[:learning-rate]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seconds", type=float, default=None, help="budget (default: the oracle's measured time)")
     args = ap.parse_args(argv)
@@ -73,11 +74,12 @@ def main(argv=None):
         else:
             seconds = args.seconds
         for cfg in args.configs.split(","):
-            hidden, passes = (int(x) for x in cfg.split(":"))
-            m, wall = run_charstream(train_path, seconds, hidden, passes, args.seed, workdir)
+            parts = cfg.split(":")
+            hidden, passes, lr = int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) > 2 else 0.1
+            m, wall = run_charstream(train_path, seconds, hidden, passes, lr, args.seed, workdir)
             med, whole = held_out_score(m, held)
-            done = m.state.chars_seen / len(train_text)
-            print(f"charstream H={hidden}: {done:.2f} passes in {wall:.1f} s; held-out median-window "
+            done = m.state.chunks * m.state.seq_length / len(train_text)
+            print(f"charstream H={hidden} lr={lr:g}: {done:.2f} passes in {wall:.1f} s; held-out median-window "
                   f"{med:.4f} nats/char (whole text {whole:.4f})", flush=True)
 
 
