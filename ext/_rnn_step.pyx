@@ -18,17 +18,87 @@ cdef inline bint is_finite(double x) noexcept nogil:
     return (bits & 0x7ff0000000000000ULL) != 0x7ff0000000000000ULL
 
 
+cdef inline void matvec(const double* A, Py_ssize_t m, Py_ssize_t n, const double* x,
+                        double* y) noexcept nogil:
+    """Equivalent to `y[:m] = A[:m, :n] @ x[:n]` for C-contiguous A (m, n).
+
+    Eight rows at a time: eight independent reductions share each load of x, enough FMA chains in
+    flight to hide the FMA latency.
+    """
+    cdef Py_ssize_t i = 0, j
+    cdef double a0, a1, a2, a3, a4, a5, a6, a7
+    cdef const double* r
+    while i + 8 <= m:
+        r = A + i * n
+        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+        for j in range(n):
+            a0 += r[j] * x[j]
+            a1 += r[n + j] * x[j]
+            a2 += r[2 * n + j] * x[j]
+            a3 += r[3 * n + j] * x[j]
+            a4 += r[4 * n + j] * x[j]
+            a5 += r[5 * n + j] * x[j]
+            a6 += r[6 * n + j] * x[j]
+            a7 += r[7 * n + j] * x[j]
+        y[i] = a0
+        y[i + 1] = a1
+        y[i + 2] = a2
+        y[i + 3] = a3
+        y[i + 4] = a4
+        y[i + 5] = a5
+        y[i + 6] = a6
+        y[i + 7] = a7
+        i += 8
+    while i < m:
+        r = A + i * n
+        a0 = 0.0
+        for j in range(n):
+            a0 += r[j] * x[j]
+        y[i] = a0
+        i += 1
+
+
+cdef inline void axpy_rows(const double* w, Py_ssize_t ws, Py_ssize_t r, const double* B,
+                           Py_ssize_t ldb, Py_ssize_t m, double* y) noexcept nogil:
+    """Equivalent to `y[:m] += w[::ws][:r] @ B[:r, :m]` where row i of B starts at B + i * ldb.
+
+    Each y[j] sums its r terms in row order whatever the vector width, so results never depend on
+    alignment; four rows per pass make one load and store of y serve four FMAs.
+    """
+    cdef Py_ssize_t i = 0, j
+    cdef double w0, w1, w2, w3
+    cdef const double* b0
+    cdef const double* b1
+    cdef const double* b2
+    cdef const double* b3
+    while i + 4 <= r:
+        w0 = w[i * ws]
+        w1 = w[(i + 1) * ws]
+        w2 = w[(i + 2) * ws]
+        w3 = w[(i + 3) * ws]
+        b0 = B + i * ldb
+        b1 = b0 + ldb
+        b2 = b1 + ldb
+        b3 = b2 + ldb
+        for j in range(m):
+            y[j] = y[j] + w0 * b0[j] + w1 * b1[j] + w2 * b2[j] + w3 * b3[j]
+        i += 4
+    while i < r:
+        w0 = w[i * ws]
+        b0 = B + i * ldb
+        for j in range(m):
+            y[j] = y[j] + w0 * b0[j]
+        i += 1
+
+
 cdef inline void tanh_step(const double* Wxh, const double* Whh, const double* bh,
                            Py_ssize_t H, Py_ssize_t V, int ix,
                            const double* hprev, double* h) noexcept nogil:
     """Equivalent to `h[:] = np.tanh(Wxh[:, ix] + Whh @ hprev + bh)`; h and hprev must not alias."""
-    cdef Py_ssize_t i, j
-    cdef double a
+    cdef Py_ssize_t i
+    matvec(Whh, H, H, hprev, h)
     for i in range(H):
-        a = 0.0
-        for j in range(H):
-            a += Whh[i * H + j] * hprev[j]
-        h[i] = a + Wxh[i * V + ix] + bh[i]
+        h[i] = h[i] + Wxh[i * V + ix] + bh[i]
     for i in range(H):
         h[i] = tanh(h[i])
 
@@ -36,13 +106,10 @@ cdef inline void tanh_step(const double* Wxh, const double* Whh, const double* b
 cdef inline void logits(const double* Why, const double* by, Py_ssize_t V, Py_ssize_t H,
                         const double* h, double* y) noexcept nogil:
     """Equivalent to `y[:] = Why @ h + by`."""
-    cdef Py_ssize_t k, j
-    cdef double a
+    cdef Py_ssize_t k
+    matvec(Why, V, H, h, y)
     for k in range(V):
-        a = 0.0
-        for j in range(H):
-            a += Why[k * H + j] * h[j]
-        y[k] = a + by[k]
+        y[k] += by[k]
 
 
 cdef inline double softmax(double* y, Py_ssize_t V) noexcept nogil:
@@ -89,7 +156,9 @@ cdef class Kernel:
     cdef double[:, ::1] dWxh, dWhh, dWhy
     cdef double[::1] dbh, dby
     cdef double[:, ::1] hs      # (T+1, H): hs[0] = hprev, hs[t+1] = h_t
-    cdef double[:, ::1] ps      # (T, V): probabilities, then dy
+    cdef double[:, ::1] hsT     # (H, T+1): hs transposed, so a chunk's logits are row operations
+    cdef double[:, ::1] ys      # (V, T): logits, then probabilities, then dy, one column per step
+    cdef double[:, ::1] tbuf    # (3, T): per-step max, normaliser, target logit
     cdef double[:, ::1] dh      # (T, H): Why^T dy_t, then dhraw_t
     cdef double[::1] dhnext     # (H,)
     cdef double[::1] hbuf       # (H,) scratch for sampling and scoring
@@ -119,7 +188,9 @@ cdef class Kernel:
             self.dWxh, self.dWhh, self.dWhy = self._grads["Wxh"], self._grads["Whh"], self._grads["Why"]
             self.dbh, self.dby = self._grads["bh"], self._grads["by"]
         self.hs = np.zeros((T + 1, H))
-        self.ps = np.zeros((T, V))
+        self.hsT = np.zeros((H, T + 1))
+        self.ys = np.zeros((V, T))
+        self.tbuf = np.zeros((3, T))
         self.dh = np.zeros((T, H))
         self.dhnext = np.zeros(H)
         self.hbuf = np.zeros(H)
@@ -132,22 +203,33 @@ cdef class Kernel:
 
     cdef double _forward_backward(self, const int* xs, Py_ssize_t n, double* hprev) noexcept nogil:
         """Equivalent to min-char-rnn's `lossFun(xs[:n], xs[1:n+1], hprev)`: fills the gradients,
-        sets hprev to the last hidden state and returns the summed cross-entropy in nats."""
-        cdef Py_ssize_t H = self.H, V = self.V, t, i, j, k
+        sets hprev to the last hidden state and returns the summed cross-entropy in nats.
+
+        Only the two recurrences are matrix-vector work; everything else is done for the whole
+        chunk at once as row operations (`axpy_rows`), vectorised across steps or across units.
+        """
+        cdef Py_ssize_t H = self.H, V = self.V, T = self.T, t, i, k
+        cdef Py_ssize_t L = T + 1                   # row stride of hsT
         cdef const double* Wxh = &self.Wxh[0, 0]
         cdef const double* Whh = &self.Whh[0, 0]
         cdef const double* Why = &self.Why[0, 0]
+        cdef const double* bh = &self.bh[0]
+        cdef const double* by = &self.by[0]
         cdef double* dWxh = &self.dWxh[0, 0]
         cdef double* dWhh = &self.dWhh[0, 0]
         cdef double* dWhy = &self.dWhy[0, 0]
         cdef double* dbh = &self.dbh[0]
         cdef double* dby = &self.dby[0]
         cdef double* hs = &self.hs[0, 0]
-        cdef double* ps = &self.ps[0, 0]
+        cdef double* hsT = &self.hsT[0, 0]
+        cdef double* ys = &self.ys[0, 0]
+        cdef double* mx = &self.tbuf[0, 0]
+        cdef double* sm = &self.tbuf[1, 0]
+        cdef double* lz = &self.tbuf[2, 0]
         cdef double* dh = &self.dh[0, 0]
         cdef double* dhnext = &self.dhnext[0]
-        cdef double loss = 0.0, lz, g
-        cdef double* p
+        cdef double loss = 0.0, g
+        cdef double* y
         cdef double* d
         cdef const double* hrow
 
@@ -155,34 +237,61 @@ cdef class Kernel:
         memset(dWhh, 0, H * H * sizeof(double))
         memset(dWhy, 0, V * H * sizeof(double))
         memset(dbh, 0, H * sizeof(double))
-        memset(dby, 0, V * sizeof(double))
 
-        # forward: hs[t+1] = tanh(Wxh[:, x_t] + Whh hs[t] + bh), ps[t] = softmax(Why hs[t+1] + by)
+        # forward: hs[t+1] = tanh(Wxh[:, x_t] + Whh hs[t] + bh), copied into column t+1 of hsT
         memcpy(hs, hprev, H * sizeof(double))
         for t in range(n):
-            tanh_step(Wxh, Whh, &self.bh[0], H, V, xs[t], hs + t * H, hs + (t + 1) * H)
-        for t in range(n):
-            p = ps + t * V
-            logits(Why, &self.by[0], V, H, hs + (t + 1) * H, p)
-            lz = p[xs[t + 1]]
-            loss += softmax(p, V) - lz
-            p[xs[t + 1]] -= 1.0                      # dy = p - onehot(target)
+            tanh_step(Wxh, Whh, bh, H, V, xs[t], hs + t * H, hs + (t + 1) * H)
+        for t in range(n + 1):
+            for i in range(H):
+                hsT[i * L + t] = hs[t * H + i]
 
-        # dWhy = dY^T Hs, dby = sum_t dy_t, dh_t = Why^T dy_t
+        # logits of the chunk: ys[k, :n] = by[k] + Why[k] @ hsT[:, 1:n+1]           # (V, n)
+        for k in range(V):
+            y = ys + k * T
+            for t in range(n):
+                y[t] = by[k]
+            axpy_rows(Why + k * H, 1, H, hsT + 1, L, n, y)
+
+        # softmax down each column; loss_t = log(sum exp(y - max)) + max - y[target]
         for t in range(n):
-            p = ps + t * V
-            hrow = hs + (t + 1) * H
-            for k in range(V):
-                g = p[k]
-                dby[k] += g
-                for j in range(H):
-                    dWhy[k * H + j] += g * hrow[j]
-            d = dh + t * H
-            memset(d, 0, H * sizeof(double))
-            for k in range(V):
-                g = p[k]
-                for j in range(H):
-                    d[j] += g * Why[k * H + j]
+            mx[t] = ys[t]
+            sm[t] = 0.0
+            lz[t] = ys[xs[t + 1] * T + t]
+        for k in range(1, V):
+            y = ys + k * T
+            for t in range(n):
+                mx[t] = y[t] if y[t] > mx[t] else mx[t]
+        for k in range(V):
+            y = ys + k * T
+            for t in range(n):
+                y[t] = exp(y[t] - mx[t])
+        for k in range(V):
+            y = ys + k * T
+            for t in range(n):
+                sm[t] += y[t]
+        for t in range(n):
+            loss += log(sm[t]) + mx[t] - lz[t]
+            sm[t] = 1.0 / sm[t]
+        for k in range(V):
+            y = ys + k * T
+            for t in range(n):
+                y[t] *= sm[t]
+        for t in range(n):
+            ys[xs[t + 1] * T + t] -= 1.0               # dy = p - onehot(target)
+
+        # dWhy[k] = dy[k, :n] @ hs[1:n+1], dby[k] = sum_t dy[k, t]
+        for k in range(V):
+            y = ys + k * T
+            axpy_rows(y, 1, n, hs + H, H, H, dWhy + k * H)
+            g = 0.0
+            for t in range(n):
+                g = g + y[t]
+            dby[k] = g
+        # dh[t] = Why^T dy[:, t]                                                   # (n, H)
+        memset(dh, 0, n * H * sizeof(double))
+        for t in range(n):
+            axpy_rows(ys + t, T, V, Why, H, H, dh + t * H)
 
         # backward through time: dhraw_t = (1 - h_t^2) (dh_t + dhnext), dhnext = Whh^T dhraw_t
         memset(dhnext, 0, H * sizeof(double))
@@ -194,24 +303,17 @@ cdef class Kernel:
                 d[i] = (1.0 - hrow[i] * hrow[i]) * (d[i] + dhnext[i])
             if t > 0:
                 memset(dhnext, 0, H * sizeof(double))
-                for i in range(H):
-                    g = d[i]
-                    for j in range(H):
-                        dhnext[j] += g * Whh[i * H + j]
+                axpy_rows(d, 1, H, Whh, H, H, dhnext)
             t -= 1
 
-        # dbh = sum_t dhraw_t, dWxh[:, x_t] += dhraw_t, dWhh = dHraw^T Hprev
+        # dbh = sum_t dhraw_t, dWxh[:, x_t] += dhraw_t, dWhh[i] = dhraw[:n, i] @ hs[:n]
         for t in range(n):
             d = dh + t * H
             for i in range(H):
                 dbh[i] += d[i]
                 dWxh[i * V + xs[t]] += d[i]
         for i in range(H):
-            for t in range(n):
-                g = dh[t * H + i]
-                hrow = hs + t * H
-                for j in range(H):
-                    dWhh[i * H + j] += g * hrow[j]
+            axpy_rows(dh + i, H, n, hs, H, H, dWhh + i * H)
 
         memcpy(hprev, hs + n * H, H * sizeof(double))
         return loss
