@@ -288,10 +288,11 @@ cdef class Kernel:
             for t in range(n):
                 g = g + y[t]
             dby[k] = g
-        # dh[t] = Why^T dy[:, t]                                                   # (n, H)
+        # dh[t] = Why^T dy[:, t], four rows of Why at a time so that Why is read once  # (n, H)
         memset(dh, 0, n * H * sizeof(double))
-        for t in range(n):
-            axpy_rows(ys + t, T, V, Why, H, H, dh + t * H)
+        for k in range(0, V, 4):
+            for t in range(n):
+                axpy_rows(ys + k * T + t, T, min(4, V - k), Why + k * H, H, H, dh + t * H)
 
         # backward through time: dhraw_t = (1 - h_t^2) (dh_t + dhnext), dhnext = Whh^T dhraw_t
         memset(dhnext, 0, H * sizeof(double))
