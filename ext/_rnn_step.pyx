@@ -7,6 +7,10 @@ from libc.stdint cimport uint64_t
 
 import numpy as np
 
+cdef extern from "gemm.h" nogil:
+    void cs_gemm_acc(double* C, Py_ssize_t ldc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
+                     const double* B, Py_ssize_t ldb, Py_ssize_t M, Py_ssize_t K, Py_ssize_t N)
+
 DEF CLIP = 5.0
 DEF EPS = 1e-8
 
@@ -156,8 +160,9 @@ cdef class Kernel:
     cdef double[:, ::1] dWxh, dWhh, dWhy
     cdef double[::1] dbh, dby
     cdef double[:, ::1] hs      # (T+1, H): hs[0] = hprev, hs[t+1] = h_t
-    cdef double[:, ::1] hsT     # (H, T+1): hs transposed, so a chunk's logits are row operations
-    cdef double[:, ::1] ys      # (V, T): logits, then probabilities, then dy, one column per step
+    cdef Py_ssize_t Tp          # T rounded up to 16, the row stride of ys: whole register blocks
+    cdef double[:, ::1] hsT     # (H, Tp+1): hs transposed, so that a chunk's logits are one product
+    cdef double[:, ::1] ys      # (V, Tp): logits, then probabilities, then dy, one column per step
     cdef double[:, ::1] tbuf    # (3, T): per-step max, normaliser, target logit
     cdef double[:, ::1] dh      # (T, H): Why^T dy_t, then dhraw_t
     cdef double[::1] dhnext     # (H,)
@@ -188,8 +193,9 @@ cdef class Kernel:
             self.dWxh, self.dWhh, self.dWhy = self._grads["Wxh"], self._grads["Whh"], self._grads["Why"]
             self.dbh, self.dby = self._grads["bh"], self._grads["by"]
         self.hs = np.zeros((T + 1, H))
-        self.hsT = np.zeros((H, T + 1))
-        self.ys = np.zeros((V, T))
+        self.Tp = (T + 15) // 16 * 16
+        self.hsT = np.zeros((H, self.Tp + 1))
+        self.ys = np.zeros((V, self.Tp))
         self.tbuf = np.zeros((3, T))
         self.dh = np.zeros((T, H))
         self.dhnext = np.zeros(H)
@@ -205,11 +211,12 @@ cdef class Kernel:
         """Equivalent to min-char-rnn's `lossFun(xs[:n], xs[1:n+1], hprev)`: fills the gradients,
         sets hprev to the last hidden state and returns the summed cross-entropy in nats.
 
-        Only the two recurrences are matrix-vector work; everything else is done for the whole
-        chunk at once as row operations (`axpy_rows`), vectorised across steps or across units.
+        Only the two recurrences are matrix-vector work; the logits, dWhy, dh and dWhh of the
+        whole chunk are matrix products (`cs_gemm_acc`, ext/gemm.h).
         """
-        cdef Py_ssize_t H = self.H, V = self.V, T = self.T, t, i, k
+        cdef Py_ssize_t H = self.H, V = self.V, T = self.Tp, t, i, k
         cdef Py_ssize_t L = T + 1                   # row stride of hsT
+        cdef Py_ssize_t npad = (n + 15) // 16 * 16  # logits of steps n..npad-1 are computed, unused
         cdef const double* Wxh = &self.Wxh[0, 0]
         cdef const double* Whh = &self.Whh[0, 0]
         cdef const double* Why = &self.Why[0, 0]
@@ -246,12 +253,12 @@ cdef class Kernel:
             for i in range(H):
                 hsT[i * L + t] = hs[t * H + i]
 
-        # logits of the chunk: ys[k, :n] = by[k] + Why[k] @ hsT[:, 1:n+1]           # (V, n)
+        # logits of the chunk: ys[:, :n] = by[:, None] + Why @ hsT[:, 1:n+1]          # (V, n)
         for k in range(V):
             y = ys + k * T
-            for t in range(n):
+            for t in range(npad):
                 y[t] = by[k]
-            axpy_rows(Why + k * H, 1, H, hsT + 1, L, n, y)
+        cs_gemm_acc(ys, T, Why, H, 1, hsT + 1, L, V, H, npad)
 
         # softmax down each column; loss_t = log(sum exp(y - max)) + max - y[target]
         for t in range(n):
@@ -281,18 +288,16 @@ cdef class Kernel:
             ys[xs[t + 1] * T + t] -= 1.0               # dy = p - onehot(target)
 
         # dWhy[k] = dy[k, :n] @ hs[1:n+1], dby[k] = sum_t dy[k, t]
+        cs_gemm_acc(dWhy, H, ys, T, 1, hs + H, H, V, n, H)
         for k in range(V):
             y = ys + k * T
-            axpy_rows(y, 1, n, hs + H, H, H, dWhy + k * H)
             g = 0.0
             for t in range(n):
                 g = g + y[t]
             dby[k] = g
-        # dh[t] = Why^T dy[:, t], four rows of Why at a time so that Why is read once  # (n, H)
+        # dh = dY^T Why                                                            # (n, H)
         memset(dh, 0, n * H * sizeof(double))
-        for k in range(0, V, 4):
-            for t in range(n):
-                axpy_rows(ys + k * T + t, T, min(4, V - k), Why + k * H, H, H, dh + t * H)
+        cs_gemm_acc(dh, H, ys, 1, T, Why, H, n, V, H)
 
         # backward through time: dhraw_t = (1 - h_t^2) (dh_t + dhnext), dhnext = Whh^T dhraw_t
         memset(dhnext, 0, H * sizeof(double))
@@ -313,8 +318,7 @@ cdef class Kernel:
             for i in range(H):
                 dbh[i] += d[i]
                 dWxh[i * V + xs[t]] += d[i]
-        for i in range(H):
-            axpy_rows(dh + i, H, n, hs, H, H, dWhh + i * H)
+        cs_gemm_acc(dWhh, H, dh, 1, H, hs, H, H, n, H)
 
         memcpy(hprev, hs + n * H, H * sizeof(double))
         return loss

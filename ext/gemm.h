@@ -1,0 +1,94 @@
+/* The one matrix-product kernel of charstream, in C because gcc does not keep a Cython register block
+ * in registers (measured: the accumulators of the Cython version spill to the stack every k).
+ *
+ * cs_gemm_acc is equivalent to `C[:M, :N] += A[:M, :K] @ B[:K, :N]`, where A[i, k] is
+ * A[i * ars + k * acs] (so A may be a transpose) and the rows of B and C start every ldb and ldc
+ * doubles. Every C[i, j] becomes `C[i, j] + s` with `s = sum_k A[i, k] B[k, j]` summed in k order
+ * from 0.0, on the register-blocked path and on the tail alike: the result depends on the indices
+ * only, never on alignment or on which path an element took.
+ */
+#ifndef CHARSTREAM_GEMM_H
+#define CHARSTREAM_GEMM_H
+
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+/* 4 doubles: one ymm register with AVX, two xmm with plain SSE2 (the portable build). */
+typedef double cs_v4 __attribute__((vector_size(32)));
+static inline cs_v4 cs_load(const double *p) { cs_v4 v; memcpy(&v, p, sizeof v); return v; }
+static inline void cs_addto(double *p, cs_v4 v) { cs_v4 c = cs_load(p) + v; memcpy(p, &c, sizeof c); }
+#define CS_VECTOR 1
+#endif
+
+/* c[j0:N] += a[::acs][:K] @ B[:K, j0:N], one column at a time. */
+static inline void cs_gemm_tail(double *c, const double *a, ptrdiff_t acs, const double *B,
+                                ptrdiff_t ldb, ptrdiff_t K, ptrdiff_t j0, ptrdiff_t N)
+{
+    for (ptrdiff_t j = j0; j < N; j++) {
+        double s = 0.0;
+        for (ptrdiff_t k = 0; k < K; k++)
+            s += a[k * acs] * B[k * ldb + j];
+        c[j] += s;
+    }
+}
+
+static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdiff_t ars, ptrdiff_t acs,
+                               const double *B, ptrdiff_t ldb, ptrdiff_t M, ptrdiff_t K, ptrdiff_t N)
+{
+    ptrdiff_t i = 0;
+#ifdef CS_VECTOR
+    ptrdiff_t N16 = N - N % 16;
+    /* 4 rows x 16 columns of C in 16 vector registers: per k, 4 loads of B and 4 broadcasts of A
+     * feed 16 vector FMAs. */
+    for (; i + 4 <= M; i += 4) {
+        const double *a = A + i * ars;
+        for (ptrdiff_t j = 0; j < N16; j += 16) {
+            cs_v4 c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0};
+            cs_v4 c10 = {0}, c11 = {0}, c12 = {0}, c13 = {0};
+            cs_v4 c20 = {0}, c21 = {0}, c22 = {0}, c23 = {0};
+            cs_v4 c30 = {0}, c31 = {0}, c32 = {0}, c33 = {0};
+            for (ptrdiff_t k = 0; k < K; k++) {
+                const double *b = B + k * ldb + j;
+                cs_v4 b0 = cs_load(b), b1 = cs_load(b + 4), b2 = cs_load(b + 8), b3 = cs_load(b + 12);
+                double a0 = a[k * acs], a1 = a[ars + k * acs], a2 = a[2 * ars + k * acs],
+                       a3 = a[3 * ars + k * acs];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+            }
+            double *c = C + i * ldc + j;
+            cs_addto(c, c00); cs_addto(c + 4, c01); cs_addto(c + 8, c02); cs_addto(c + 12, c03);
+            c += ldc;
+            cs_addto(c, c10); cs_addto(c + 4, c11); cs_addto(c + 8, c12); cs_addto(c + 12, c13);
+            c += ldc;
+            cs_addto(c, c20); cs_addto(c + 4, c21); cs_addto(c + 8, c22); cs_addto(c + 12, c23);
+            c += ldc;
+            cs_addto(c, c30); cs_addto(c + 4, c31); cs_addto(c + 8, c32); cs_addto(c + 12, c33);
+        }
+        for (ptrdiff_t q = 0; q < 4; q++)
+            cs_gemm_tail(C + (i + q) * ldc, a + q * ars, acs, B, ldb, K, N16, N);
+    }
+    for (; i < M; i++) {
+        const double *a = A + i * ars;
+        for (ptrdiff_t j = 0; j < N16; j += 16) {
+            cs_v4 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+            for (ptrdiff_t k = 0; k < K; k++) {
+                const double *b = B + k * ldb + j;
+                double a0 = a[k * acs];
+                c0 += a0 * cs_load(b); c1 += a0 * cs_load(b + 4);
+                c2 += a0 * cs_load(b + 8); c3 += a0 * cs_load(b + 12);
+            }
+            double *c = C + i * ldc + j;
+            cs_addto(c, c0); cs_addto(c + 4, c1); cs_addto(c + 8, c2); cs_addto(c + 12, c3);
+        }
+        cs_gemm_tail(C + i * ldc, a, acs, B, ldb, K, N16, N);
+    }
+#else
+    for (; i < M; i++)
+        cs_gemm_tail(C + i * ldc, A + i * ars, acs, B, ldb, K, 0, N);
+#endif
+}
+
+#endif
