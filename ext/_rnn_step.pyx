@@ -7,9 +7,10 @@ from libc.stdint cimport uint64_t
 
 import numpy as np
 
-cdef extern from "gemm.h" nogil:
+cdef extern from "kernels.h" nogil:
     void cs_gemm_acc(double* C, Py_ssize_t ldc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
                      const double* B, Py_ssize_t ldb, Py_ssize_t M, Py_ssize_t K, Py_ssize_t N)
+    void cs_adagrad(double* p, const double* d, double* m, Py_ssize_t n, double lr)
 
 DEF CLIP = 5.0
 DEF EPS = 1e-8
@@ -212,7 +213,7 @@ cdef class Kernel:
         sets hprev to the last hidden state and returns the summed cross-entropy in nats.
 
         Only the two recurrences are matrix-vector work; the logits, dWhy, dh and dWhh of the
-        whole chunk are matrix products (`cs_gemm_acc`, ext/gemm.h).
+        whole chunk are matrix products (`cs_gemm_acc`, ext/kernels.h).
         """
         cdef Py_ssize_t H = self.H, V = self.V, T = self.Tp, t, i, k
         cdef Py_ssize_t L = T + 1                   # row stride of hsT
@@ -326,11 +327,11 @@ cdef class Kernel:
     cdef void _adagrad(self, double lr) noexcept nogil:
         """Equivalent to, for each parameter: `np.clip(d, -5, 5, out=d); m += d * d;
         p += -lr * d / np.sqrt(m + 1e-8)`."""
-        _adagrad_flat(&self.Wxh[0, 0], &self.dWxh[0, 0], &self.mWxh[0, 0], self.H * self.V, lr)
-        _adagrad_flat(&self.Whh[0, 0], &self.dWhh[0, 0], &self.mWhh[0, 0], self.H * self.H, lr)
-        _adagrad_flat(&self.Why[0, 0], &self.dWhy[0, 0], &self.mWhy[0, 0], self.V * self.H, lr)
-        _adagrad_flat(&self.bh[0], &self.dbh[0], &self.mbh[0], self.H, lr)
-        _adagrad_flat(&self.by[0], &self.dby[0], &self.mby[0], self.V, lr)
+        cs_adagrad(&self.Wxh[0, 0], &self.dWxh[0, 0], &self.mWxh[0, 0], self.H * self.V, lr)
+        cs_adagrad(&self.Whh[0, 0], &self.dWhh[0, 0], &self.mWhh[0, 0], self.H * self.H, lr)
+        cs_adagrad(&self.Why[0, 0], &self.dWhy[0, 0], &self.mWhy[0, 0], self.V * self.H, lr)
+        cs_adagrad(&self.bh[0], &self.dbh[0], &self.mbh[0], self.H, lr)
+        cs_adagrad(&self.by[0], &self.dby[0], &self.mby[0], self.V, lr)
 
     def loss_and_grads(self, const int[::1] xs, double[::1] hprev):
         """Forward and backward over inputs xs[:-1] and targets xs[1:]; fills `grads`, updates
@@ -451,18 +452,6 @@ cdef class Kernel:
         if hprev.shape[0] != self.H:
             raise ValueError(f"hprev must be ({self.H},), got ({hprev.shape[0]},)")
         self._check_indices(xs, s, s + n + 1)
-
-
-cdef inline void _adagrad_flat(double* p, double* d, double* m, Py_ssize_t n, double lr) noexcept nogil:
-    """Equivalent to `np.clip(d, -5, 5, out=d); m += d * d; p += -lr * d / np.sqrt(m + 1e-8)`."""
-    cdef Py_ssize_t i
-    cdef double g
-    for i in range(n):
-        g = d[i]
-        g = CLIP if g > CLIP else g
-        g = -CLIP if g < -CLIP else g
-        m[i] += g * g
-        p[i] += -lr * g / sqrt(m[i] + EPS)
 
 
 def _check(a, name, shape):
