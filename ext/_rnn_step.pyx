@@ -23,44 +23,61 @@ cdef inline bint is_finite(double x) noexcept nogil:
     return (bits & 0x7ff0000000000000ULL) != 0x7ff0000000000000ULL
 
 
-cdef inline void matvec(const double* A, Py_ssize_t m, Py_ssize_t n, const double* x,
-                        double* y) noexcept nogil:
+cdef inline void rows8(const double* A, Py_ssize_t n, const double* x, double* y) noexcept nogil:
+    """Equivalent to `y[:8] = A[:8, :n] @ x[:n]`: eight independent reductions share each load of x,
+    enough FMA chains in flight to hide the FMA latency."""
+    cdef Py_ssize_t j
+    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, a4 = 0.0, a5 = 0.0, a6 = 0.0, a7 = 0.0
+    for j in range(n):
+        a0 += A[j] * x[j]
+        a1 += A[n + j] * x[j]
+        a2 += A[2 * n + j] * x[j]
+        a3 += A[3 * n + j] * x[j]
+        a4 += A[4 * n + j] * x[j]
+        a5 += A[5 * n + j] * x[j]
+        a6 += A[6 * n + j] * x[j]
+        a7 += A[7 * n + j] * x[j]
+    y[0] = a0
+    y[1] = a1
+    y[2] = a2
+    y[3] = a3
+    y[4] = a4
+    y[5] = a5
+    y[6] = a6
+    y[7] = a7
+
+
+cdef inline double row1(const double* A, Py_ssize_t n, const double* x) noexcept nogil:
+    """Equivalent to `A[:n] @ x[:n]`."""
+    cdef Py_ssize_t j
+    cdef double a = 0.0
+    for j in range(n):
+        a += A[j] * x[j]
+    return a
+
+
+cdef inline void matvec(const double* A, Py_ssize_t m, Py_ssize_t n, const double* x, double* y,
+                        bint rev) noexcept nogil:
     """Equivalent to `y[:m] = A[:m, :n] @ x[:n]` for C-contiguous A (m, n).
 
-    Eight rows at a time: eight independent reductions share each load of x, enough FMA chains in
-    flight to hide the FMA latency.
+    `rev` walks the rows from the last: alternating directions, a matrix too big for L1 finds the
+    rows it used last still there. Each y[i] comes out the same either way.
     """
-    cdef Py_ssize_t i = 0, j
-    cdef double a0, a1, a2, a3, a4, a5, a6, a7
-    cdef const double* r
-    while i + 8 <= m:
-        r = A + i * n
-        a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-        for j in range(n):
-            a0 += r[j] * x[j]
-            a1 += r[n + j] * x[j]
-            a2 += r[2 * n + j] * x[j]
-            a3 += r[3 * n + j] * x[j]
-            a4 += r[4 * n + j] * x[j]
-            a5 += r[5 * n + j] * x[j]
-            a6 += r[6 * n + j] * x[j]
-            a7 += r[7 * n + j] * x[j]
-        y[i] = a0
-        y[i + 1] = a1
-        y[i + 2] = a2
-        y[i + 3] = a3
-        y[i + 4] = a4
-        y[i + 5] = a5
-        y[i + 6] = a6
-        y[i + 7] = a7
-        i += 8
-    while i < m:
-        r = A + i * n
-        a0 = 0.0
-        for j in range(n):
-            a0 += r[j] * x[j]
-        y[i] = a0
-        i += 1
+    cdef Py_ssize_t i, m8 = m - m % 8
+    if not rev:
+        for i in range(0, m8, 8):
+            rows8(A + i * n, n, x, y + i)
+        for i in range(m8, m):
+            y[i] = row1(A + i * n, n, x)
+    else:
+        i = m - 1
+        while i >= m8:
+            y[i] = row1(A + i * n, n, x)
+            i -= 1
+        i = m8 - 8
+        while i >= 0:
+            rows8(A + i * n, n, x, y + i)
+            i -= 8
 
 
 cdef inline void axpy_rows(const double* w, Py_ssize_t ws, Py_ssize_t r, const double* B,
@@ -98,10 +115,16 @@ cdef inline void axpy_rows(const double* w, Py_ssize_t ws, Py_ssize_t r, const d
 
 cdef inline void tanh_step(const double* Wxh, const double* Whh, const double* bh,
                            Py_ssize_t H, Py_ssize_t V, int ix,
-                           const double* hprev, double* h) noexcept nogil:
+                           const double* hprev, double* h, bint rev) noexcept nogil:
     """Equivalent to `h[:] = np.tanh(Wxh[:, ix] + Whh @ hprev + bh)`; h and hprev must not alias."""
+    matvec(Whh, H, H, hprev, h, rev)
+    tanh_finish(Wxh, bh, H, V, ix, h)
+
+
+cdef inline void tanh_finish(const double* Wxh, const double* bh, Py_ssize_t H, Py_ssize_t V, int ix,
+                             double* h) noexcept nogil:
+    """Equivalent to `h[:] = np.tanh(h + Wxh[:, ix] + bh)`, h holding `Whh @ hprev`."""
     cdef Py_ssize_t i
-    matvec(Whh, H, H, hprev, h)
     for i in range(H):
         h[i] = h[i] + Wxh[i * V + ix] + bh[i]
     for i in range(H):
@@ -109,10 +132,10 @@ cdef inline void tanh_step(const double* Wxh, const double* Whh, const double* b
 
 
 cdef inline void logits(const double* Why, const double* by, Py_ssize_t V, Py_ssize_t H,
-                        const double* h, double* y) noexcept nogil:
+                        const double* h, double* y, bint rev) noexcept nogil:
     """Equivalent to `y[:] = Why @ h + by`."""
     cdef Py_ssize_t k
-    matvec(Why, V, H, h, y)
+    matvec(Why, V, H, h, y, rev)
     for k in range(V):
         y[k] += by[k]
 
@@ -249,7 +272,7 @@ cdef class Kernel:
         # forward: hs[t+1] = tanh(Wxh[:, x_t] + Whh hs[t] + bh), copied into column t+1 of hsT
         memcpy(hs, hprev, H * sizeof(double))
         for t in range(n):
-            tanh_step(Wxh, Whh, bh, H, V, xs[t], hs + t * H, hs + (t + 1) * H)
+            tanh_step(Wxh, Whh, bh, H, V, xs[t], hs + t * H, hs + (t + 1) * H, t & 1)
         for t in range(n + 1):
             for i in range(H):
                 hsT[i * L + t] = hs[t * H + i]
@@ -373,9 +396,9 @@ cdef class Kernel:
         self._check_indices(xs, 0, xs.shape[0])
         with nogil:
             for t in range(n):
-                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, V, xs[t], &h[0], &self.hbuf[0])
+                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, V, xs[t], &h[0], &self.hbuf[0], 0)
                 memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
-                logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y)
+                logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y, 1)
                 lz = y[xs[t + 1]]
                 loss += softmax(y, V) - lz
         return loss
@@ -388,7 +411,7 @@ cdef class Kernel:
         self._check_indices(xs, 0, xs.shape[0])
         with nogil:
             for t in range(xs.shape[0]):
-                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, self.V, xs[t], &h[0], &self.hbuf[0])
+                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, self.V, xs[t], &h[0], &self.hbuf[0], t & 1)
                 memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
 
     def probs(self, const double[::1] h, double[::1] p, double temperature=1.0):
@@ -400,7 +423,7 @@ cdef class Kernel:
         cdef Py_ssize_t k
         cdef double inv = 1.0 / temperature
         with nogil:
-            logits(&self.Why[0, 0], &self.by[0], self.V, self.H, &h[0], &p[0])
+            logits(&self.Why[0, 0], &self.by[0], self.V, self.H, &h[0], &p[0], 0)
             for k in range(self.V):
                 p[k] *= inv
             softmax(&p[0], self.V)
@@ -420,7 +443,13 @@ cdef class Kernel:
         inv = 1.0 / temperature
         with nogil:
             for n in range(out.shape[0]):
-                logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y)
+                # Whh @ h does not depend on the draw: [Whh, Why] forwards, then backwards next time
+                if n & 1 == 0:
+                    matvec(&self.Whh[0, 0], H, H, &h[0], &self.hbuf[0], 0)
+                    logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y, 0)
+                else:
+                    logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y, 1)
+                    matvec(&self.Whh[0, 0], H, H, &h[0], &self.hbuf[0], 1)
                 m = y[0]
                 for k in range(1, V):
                     if y[k] > m:
@@ -429,7 +458,7 @@ cdef class Kernel:
                     y[k] = exp((y[k] - m) * inv)
                 k = draw(y, V, u[n])
                 out[n] = <int>k
-                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, V, <int>k, &h[0], &self.hbuf[0])
+                tanh_finish(&self.Wxh[0, 0], &self.bh[0], H, V, <int>k, &self.hbuf[0])
                 memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
 
     cdef _need_mem(self):
