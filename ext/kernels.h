@@ -1,11 +1,11 @@
-/* The two parts of charstream's kernel written in C (ext/_rnn_step.pyx has the rest).
+/* The two parts of charstream's kernel written in C; ext/_rnn_step.pyx has the rest.
  *
- * cs_gemm_acc is C because gcc does not keep a Cython register block in registers (measured: the
- * accumulators of the Cython version spill to the stack at every k). It is equivalent to `C[:M, :N] += A[:M, :K] @ B[:K, :N]`, where A[i, k] is
- * A[i * ars + k * acs] (so A may be a transpose) and the rows of B and C start every ldb and ldc
- * doubles. Every C[i, j] becomes `C[i, j] + s` with `s = sum_k A[i, k] B[k, j]` summed in k order
- * from 0.0, on the register-blocked path and on the tail alike: the result depends on the indices
- * only, never on alignment or on which path an element took.
+ * cs_gemm_acc(C, ldc, A, ars, acs, B, ldb, M, K, N) is equivalent to `C[:M, :N] += A[:M, :K] @ B[:K, :N]`,
+ * where A[i, k] is A[i * ars + k * acs] (so A may be a transpose) and the rows of B and C start every
+ * ldb and ldc doubles. It is C because gcc does not keep a Cython register block in registers
+ * (measured: the accumulators of the Cython version spill to the stack at every k); GCC/clang vector
+ * extensions keep 4 x 16 of C in 16 registers. Which code path computes C[i, j] depends on i, j, M and
+ * N only, and each path sums over k in a fixed order: results never depend on alignment.
  */
 #ifndef CHARSTREAM_KERNELS_H
 #define CHARSTREAM_KERNELS_H
@@ -38,7 +38,7 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
 {
     ptrdiff_t i = 0;
 #ifdef CS_VECTOR
-    ptrdiff_t N16 = N - N % 16;
+    ptrdiff_t N16 = N - N % 16, N4 = N - N % 4;
     /* 4 rows x 16 columns of C in 16 vector registers: per k, 4 loads of B and 4 broadcasts of A
      * feed 16 vector FMAs. */
     for (; i + 4 <= M; i += 4) {
@@ -67,8 +67,18 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
             c += ldc;
             cs_addto(c, c30); cs_addto(c + 4, c31); cs_addto(c + 8, c32); cs_addto(c + 12, c33);
         }
+        for (ptrdiff_t j = N16; j < N4; j += 4) {
+            cs_v4 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+            for (ptrdiff_t k = 0; k < K; k++) {
+                cs_v4 b0 = cs_load(B + k * ldb + j);
+                c0 += a[k * acs] * b0; c1 += a[ars + k * acs] * b0;
+                c2 += a[2 * ars + k * acs] * b0; c3 += a[3 * ars + k * acs] * b0;
+            }
+            double *c = C + i * ldc + j;
+            cs_addto(c, c0); cs_addto(c + ldc, c1); cs_addto(c + 2 * ldc, c2); cs_addto(c + 3 * ldc, c3);
+        }
         for (ptrdiff_t q = 0; q < 4; q++)
-            cs_gemm_tail(C + (i + q) * ldc, a + q * ars, acs, B, ldb, K, N16, N);
+            cs_gemm_tail(C + (i + q) * ldc, a + q * ars, acs, B, ldb, K, N4, N);
     }
     for (; i < M; i++) {
         const double *a = A + i * ars;
@@ -83,7 +93,13 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
             double *c = C + i * ldc + j;
             cs_addto(c, c0); cs_addto(c + 4, c1); cs_addto(c + 8, c2); cs_addto(c + 12, c3);
         }
-        cs_gemm_tail(C + i * ldc, a, acs, B, ldb, K, N16, N);
+        for (ptrdiff_t j = N16; j < N4; j += 4) {
+            cs_v4 c0 = {0};
+            for (ptrdiff_t k = 0; k < K; k++)
+                c0 += a[k * acs] * cs_load(B + k * ldb + j);
+            cs_addto(C + i * ldc + j, c0);
+        }
+        cs_gemm_tail(C + i * ldc, a, acs, B, ldb, K, N4, N);
     }
 #else
     for (; i < M; i++)
