@@ -11,6 +11,8 @@ cdef extern from "kernels.h" nogil:
     void cs_gemm_acc(double* C, Py_ssize_t ldc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
                      const double* B, Py_ssize_t ldb, Py_ssize_t M, Py_ssize_t K, Py_ssize_t N)
     void cs_adagrad(double* p, const double* d, double* m, Py_ssize_t n, double lr)
+    void cs_panel_matvec(const double* P, Py_ssize_t nb, Py_ssize_t n, const double* x, double* y, int rev)
+    void cs_pack(const double* A, Py_ssize_t m, Py_ssize_t n, double* P, Py_ssize_t r0)
 
 DEF CLIP = 5.0
 DEF EPS = 1e-8
@@ -192,6 +194,9 @@ cdef class Kernel:
     cdef double[::1] dhnext     # (H,)
     cdef double[::1] hbuf       # (H,) scratch for sampling and scoring
     cdef double[::1] ybuf       # (V,) scratch for sampling and scoring
+    cdef Py_ssize_t Mp          # H + V rounded up to 8
+    cdef double[::1] panels     # [Whh; Why] packed in panels of 8 rows for sampling, zero padded
+    cdef double[::1] zbuf       # (Mp,) [Whh; Why] @ h
     cdef object _grads
 
     def __init__(self, params, mem=None, Py_ssize_t T=25):
@@ -225,6 +230,9 @@ cdef class Kernel:
         self.dhnext = np.zeros(H)
         self.hbuf = np.zeros(H)
         self.ybuf = np.zeros(V)
+        self.Mp = (H + V + 7) // 8 * 8
+        self.panels = np.zeros(self.Mp * H)
+        self.zbuf = np.zeros(self.Mp)
 
     @property
     def grads(self):
@@ -433,7 +441,7 @@ cdef class Kernel:
         u[n] in [0, 1), then step h through it. h is updated in place."""
         cdef Py_ssize_t n, k, H = self.H, V = self.V
         cdef double inv, m
-        cdef double* y = &self.ybuf[0]
+        cdef double* y
         if h.shape[0] != H:
             raise ValueError(f"h must be ({H},), got ({h.shape[0]},)")
         if u.shape[0] < out.shape[0]:
@@ -441,25 +449,26 @@ cdef class Kernel:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         inv = 1.0 / temperature
+        cdef double* z = &self.zbuf[0]
+        cdef double* P = &self.panels[0]
         with nogil:
+            cs_pack(&self.Whh[0, 0], H, H, P, 0)
+            cs_pack(&self.Why[0, 0], V, H, P, H)
             for n in range(out.shape[0]):
-                # Whh @ h does not depend on the draw: [Whh, Why] forwards, then backwards next time
-                if n & 1 == 0:
-                    matvec(&self.Whh[0, 0], H, H, &h[0], &self.hbuf[0], 0)
-                    logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y, 0)
-                else:
-                    logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y, 1)
-                    matvec(&self.Whh[0, 0], H, H, &h[0], &self.hbuf[0], 1)
-                m = y[0]
-                for k in range(1, V):
+                # z[:H] = Whh @ h, z[H:] = Why @ h: one pass over the panels, alternating direction
+                cs_panel_matvec(P, self.Mp // 8, H, &h[0], z, n & 1)
+                y = z + H
+                m = y[0] + self.by[0]
+                for k in range(V):
+                    y[k] += self.by[k]
                     if y[k] > m:
                         m = y[k]
                 for k in range(V):
                     y[k] = exp((y[k] - m) * inv)
                 k = draw(y, V, u[n])
                 out[n] = <int>k
-                tanh_finish(&self.Wxh[0, 0], &self.bh[0], H, V, <int>k, &self.hbuf[0])
-                memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
+                tanh_finish(&self.Wxh[0, 0], &self.bh[0], H, V, <int>k, z)
+                memcpy(&h[0], z, H * sizeof(double))
 
     cdef _need_mem(self):
         if self.mWxh is None:

@@ -107,6 +107,58 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
 #endif
 }
 
+/* Equivalent to `y[:8 * nb] = A @ x[:n]` for A packed in panels of 8 rows, P[(b * n + j) * 8 + r] =
+ * A[8 * b + r, j] (cs_pack): one sequential stream of weights, four partial sums per row (j mod 4)
+ * added at the end, no horizontal reductions. `rev` takes the panels from the last, so that
+ * alternating calls find the panels they used last still in L1. */
+static inline void cs_panel_matvec(const double *P, ptrdiff_t nb, ptrdiff_t n, const double *x,
+                                   double *y, int rev)
+{
+#ifndef CS_VECTOR
+    for (ptrdiff_t b = 0; b < nb; b++)
+        for (ptrdiff_t r = 0; r < 8; r++) {
+            double s = 0.0;
+            for (ptrdiff_t j = 0; j < n; j++)
+                s += P[(b * n + j) * 8 + r] * x[j];
+            y[8 * b + r] = s;
+        }
+    (void)rev;
+#else
+    for (ptrdiff_t q = 0; q < nb; q++) {
+        ptrdiff_t b = rev ? nb - 1 - q : q;
+        const double *p = P + b * n * 8;
+        cs_v4 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
+        ptrdiff_t j = 0;
+        for (; j + 4 <= n; j += 4, p += 32) {
+            a0 += x[j] * cs_load(p);          a1 += x[j] * cs_load(p + 4);
+            b0 += x[j + 1] * cs_load(p + 8);  b1 += x[j + 1] * cs_load(p + 12);
+            c0 += x[j + 2] * cs_load(p + 16); c1 += x[j + 2] * cs_load(p + 20);
+            d0 += x[j + 3] * cs_load(p + 24); d1 += x[j + 3] * cs_load(p + 28);
+        }
+        for (; j < n; j++, p += 8) {
+            a0 += x[j] * cs_load(p);
+            a1 += x[j] * cs_load(p + 4);
+        }
+        a0 = (a0 + b0) + (c0 + d0);
+        a1 = (a1 + b1) + (c1 + d1);
+        memcpy(y + 8 * b, &a0, sizeof a0);
+        memcpy(y + 8 * b + 4, &a1, sizeof a1);
+    }
+#endif
+}
+
+/* Pack the m rows of A (m, n) into panels of 8 for cs_panel_matvec, starting at row r0 of the panels;
+ * rows past the end of the last panel must be zeroed by the caller. */
+static inline void cs_pack(const double *A, ptrdiff_t m, ptrdiff_t n, double *P, ptrdiff_t r0)
+{
+    for (ptrdiff_t i = 0; i < m; i++) {
+        ptrdiff_t r = r0 + i;
+        double *dst = P + (r / 8) * n * 8 + r % 8;
+        for (ptrdiff_t j = 0; j < n; j++)
+            dst[8 * j] = A[i * n + j];
+    }
+}
+
 /* Equivalent to `1 / sqrt(x)` for normal x > 0, within a few ulp: the classic bit-level first guess
  * (3.4% off) refined by four Newton steps (error 3.4e-2 -> 1.7e-3 -> 4.5e-6 -> 3e-11 -> rounding).
  * Plain arithmetic that gcc vectorises, about 4x cheaper than the sqrt and divide it replaces. */
