@@ -82,37 +82,40 @@ cdef inline void matvec(const double* A, Py_ssize_t m, Py_ssize_t n, const doubl
             i -= 8
 
 
-cdef inline void axpy_rows(const double* w, Py_ssize_t ws, Py_ssize_t r, const double* B,
-                           Py_ssize_t ldb, Py_ssize_t m, double* y) noexcept nogil:
-    """Equivalent to `y[:m] += w[::ws][:r] @ B[:r, :m]` where row i of B starts at B + i * ldb.
+cdef inline void rows8_acc(const double* x, const double* A, Py_ssize_t n, double* y) noexcept nogil:
+    """Equivalent to `y[:n] += x[:8] @ A[:8, :n]`: one load and store of y serves eight FMAs."""
+    cdef Py_ssize_t j
+    cdef double x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3], x4 = x[4], x5 = x[5], x6 = x[6], x7 = x[7]
+    for j in range(n):
+        y[j] = y[j] + (x0 * A[j] + x1 * A[n + j] + x2 * A[2 * n + j] + x3 * A[3 * n + j]
+                       + x4 * A[4 * n + j] + x5 * A[5 * n + j] + x6 * A[6 * n + j] + x7 * A[7 * n + j])
 
-    Each y[j] sums its r terms in row order whatever the vector width, so results never depend on
-    alignment; four rows per pass make one load and store of y serve four FMAs.
+
+cdef inline void vecmat(const double* x, const double* A, Py_ssize_t m, Py_ssize_t n, double* y,
+                        bint rev) noexcept nogil:
+    """Equivalent to `y[:n] = x[:m] @ A[:m, :n]` for C-contiguous A (m, n), eight rows per pass.
+
+    `rev` takes the passes from the last row, as `matvec` does; the order of the passes (and so the
+    rounding) is fixed by `rev`, never by alignment.
     """
-    cdef Py_ssize_t i = 0, j
-    cdef double w0, w1, w2, w3
-    cdef const double* b0
-    cdef const double* b1
-    cdef const double* b2
-    cdef const double* b3
-    while i + 4 <= r:
-        w0 = w[i * ws]
-        w1 = w[(i + 1) * ws]
-        w2 = w[(i + 2) * ws]
-        w3 = w[(i + 3) * ws]
-        b0 = B + i * ldb
-        b1 = b0 + ldb
-        b2 = b1 + ldb
-        b3 = b2 + ldb
-        for j in range(m):
-            y[j] = y[j] + w0 * b0[j] + w1 * b1[j] + w2 * b2[j] + w3 * b3[j]
-        i += 4
-    while i < r:
-        w0 = w[i * ws]
-        b0 = B + i * ldb
-        for j in range(m):
-            y[j] = y[j] + w0 * b0[j]
-        i += 1
+    cdef Py_ssize_t i, j, m8 = m - m % 8
+    memset(y, 0, n * sizeof(double))
+    if not rev:
+        for i in range(0, m8, 8):
+            rows8_acc(x + i, A + i * n, n, y)
+        for i in range(m8, m):
+            for j in range(n):
+                y[j] += x[i] * A[i * n + j]
+    else:
+        i = m - 1
+        while i >= m8:
+            for j in range(n):
+                y[j] += x[i] * A[i * n + j]
+            i -= 1
+        i = m8 - 8
+        while i >= 0:
+            rows8_acc(x + i, A + i * n, n, y)
+            i -= 8
 
 
 cdef inline void tanh_step(const double* Wxh, const double* Whh, const double* bh,
@@ -340,8 +343,7 @@ cdef class Kernel:
             for i in range(H):
                 d[i] = (1.0 - hrow[i] * hrow[i]) * (d[i] + dhnext[i])
             if t > 0:
-                memset(dhnext, 0, H * sizeof(double))
-                axpy_rows(d, 1, H, Whh, H, H, dhnext)
+                vecmat(d, Whh, H, H, dhnext, t & 1)     # alternating directions, as the forward does
             t -= 1
 
         # dbh = sum_t dhraw_t, dWxh[:, x_t] += dhraw_t, dWhh[i] = dhraw[:n, i] @ hs[:n]
