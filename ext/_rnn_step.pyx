@@ -9,7 +9,7 @@ import numpy as np
 
 cdef extern from "kernels.h" nogil:
     void cs_gemm_acc(double* C, Py_ssize_t ldc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
-                     const double* B, Py_ssize_t ldb, Py_ssize_t M, Py_ssize_t K, Py_ssize_t N)
+                     const double* B, Py_ssize_t ldb, Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, int add)
     void cs_adagrad(double* p, const double* d, double* m, Py_ssize_t n, double lr)
     void cs_panel_matvec(const double* P, Py_ssize_t nb, Py_ssize_t n, const double* x, double* y, int rev)
     void cs_pack(const double* A, Py_ssize_t m, Py_ssize_t n, double* P, Py_ssize_t r0)
@@ -276,8 +276,6 @@ cdef class Kernel:
         cdef const double* hrow
 
         memset(dWxh, 0, H * V * sizeof(double))
-        memset(dWhh, 0, H * H * sizeof(double))
-        memset(dWhy, 0, V * H * sizeof(double))
         memset(dbh, 0, H * sizeof(double))
 
         # forward: hs[t+1] = tanh(Wxh[:, x_t] + Whh hs[t] + bh), copied into column t+1 of hsT
@@ -293,7 +291,7 @@ cdef class Kernel:
             y = ys + k * T
             for t in range(npad):
                 y[t] = by[k]
-        cs_gemm_acc(ys, T, Why, H, 1, hsT + 1, L, V, H, npad)
+        cs_gemm_acc(ys, T, Why, H, 1, hsT + 1, L, V, H, npad, 1)
 
         # softmax down each column; loss_t = log(sum exp(y - max)) + max - y[target]
         for t in range(n):
@@ -323,7 +321,7 @@ cdef class Kernel:
             ys[xs[t + 1] * T + t] -= 1.0               # dy = p - onehot(target)
 
         # dWhy[k] = dy[k, :n] @ hs[1:n+1], dby[k] = sum_t dy[k, t]
-        cs_gemm_acc(dWhy, H, ys, T, 1, hs + H, H, V, n, H)
+        cs_gemm_acc(dWhy, H, ys, T, 1, hs + H, H, V, n, H, 0)
         for k in range(V):
             y = ys + k * T
             g = 0.0
@@ -331,8 +329,7 @@ cdef class Kernel:
                 g = g + y[t]
             dby[k] = g
         # dh = dY^T Why                                                            # (n, H)
-        memset(dh, 0, n * H * sizeof(double))
-        cs_gemm_acc(dh, H, ys, 1, T, Why, H, n, V, H)
+        cs_gemm_acc(dh, H, ys, 1, T, Why, H, n, V, H, 0)
 
         # backward through time: dhraw_t = (1 - h_t^2) (dh_t + dhnext), dhnext = Whh^T dhraw_t
         memset(dhnext, 0, H * sizeof(double))
@@ -352,7 +349,7 @@ cdef class Kernel:
             for i in range(H):
                 dbh[i] += d[i]
                 dWxh[i * V + xs[t]] += d[i]
-        cs_gemm_acc(dWhh, H, dh, 1, H, hs, H, H, n, H)
+        cs_gemm_acc(dWhh, H, dh, 1, H, hs, H, H, n, H, 0)
 
         memcpy(hprev, hs + n * H, H * sizeof(double))
         return loss

@@ -1,8 +1,9 @@
 /* The two parts of charstream's kernel written in C; ext/_rnn_step.pyx has the rest.
  *
- * cs_gemm_acc(C, ldc, A, ars, acs, B, ldb, M, K, N) is equivalent to `C[:M, :N] += A[:M, :K] @ B[:K, :N]`,
- * where A[i, k] is A[i * ars + k * acs] (so A may be a transpose) and the rows of B and C start every
- * ldb and ldc doubles. It is C because gcc does not keep a Cython register block in registers
+ * cs_gemm_acc(C, ldc, A, ars, acs, B, ldb, M, K, N, add) is equivalent to
+ * `C[:M, :N] += A[:M, :K] @ B[:K, :N]` (`=` when add is 0, so that C needs no zeroing), where A[i, k]
+ * is A[i * ars + k * acs] (so A may be a transpose) and the rows of B and C start every ldb and ldc
+ * doubles. It is C because gcc does not keep a Cython register block in registers
  * (measured: the accumulators of the Cython version spill to the stack at every k); GCC/clang vector
  * extensions keep 4 x 16 of C in 16 registers. Which code path computes C[i, j] depends on i, j, M and
  * N only, and each path sums over k in a fixed order: results never depend on alignment.
@@ -17,24 +18,24 @@
 /* 4 doubles: one ymm register with AVX, two xmm with plain SSE2 (the portable build). */
 typedef double cs_v4 __attribute__((vector_size(32)));
 static inline cs_v4 cs_load(const double *p) { cs_v4 v; memcpy(&v, p, sizeof v); return v; }
-static inline void cs_addto(double *p, cs_v4 v) { cs_v4 c = cs_load(p) + v; memcpy(p, &c, sizeof c); }
+static inline void cs_put(double *p, cs_v4 v, int add) { if (add) v += cs_load(p); memcpy(p, &v, sizeof v); }
 #define CS_VECTOR 1
 #endif
 
-/* c[j0:N] += a[::acs][:K] @ B[:K, j0:N], one column at a time. */
+/* c[j0:N] (+)= a[::acs][:K] @ B[:K, j0:N], one column at a time. */
 static inline void cs_gemm_tail(double *c, const double *a, ptrdiff_t acs, const double *B,
-                                ptrdiff_t ldb, ptrdiff_t K, ptrdiff_t j0, ptrdiff_t N)
+                                ptrdiff_t ldb, ptrdiff_t K, ptrdiff_t j0, ptrdiff_t N, int add)
 {
     for (ptrdiff_t j = j0; j < N; j++) {
         double s = 0.0;
         for (ptrdiff_t k = 0; k < K; k++)
             s += a[k * acs] * B[k * ldb + j];
-        c[j] += s;
+        c[j] = add ? c[j] + s : s;
     }
 }
 
 static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdiff_t ars, ptrdiff_t acs,
-                               const double *B, ptrdiff_t ldb, ptrdiff_t M, ptrdiff_t K, ptrdiff_t N)
+                               const double *B, ptrdiff_t ldb, ptrdiff_t M, ptrdiff_t K, ptrdiff_t N, int add)
 {
     ptrdiff_t i = 0;
 #ifdef CS_VECTOR
@@ -59,13 +60,13 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
                 c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
             }
             double *c = C + i * ldc + j;
-            cs_addto(c, c00); cs_addto(c + 4, c01); cs_addto(c + 8, c02); cs_addto(c + 12, c03);
+            cs_put(c, c00, add); cs_put(c + 4, c01, add); cs_put(c + 8, c02, add); cs_put(c + 12, c03, add);
             c += ldc;
-            cs_addto(c, c10); cs_addto(c + 4, c11); cs_addto(c + 8, c12); cs_addto(c + 12, c13);
+            cs_put(c, c10, add); cs_put(c + 4, c11, add); cs_put(c + 8, c12, add); cs_put(c + 12, c13, add);
             c += ldc;
-            cs_addto(c, c20); cs_addto(c + 4, c21); cs_addto(c + 8, c22); cs_addto(c + 12, c23);
+            cs_put(c, c20, add); cs_put(c + 4, c21, add); cs_put(c + 8, c22, add); cs_put(c + 12, c23, add);
             c += ldc;
-            cs_addto(c, c30); cs_addto(c + 4, c31); cs_addto(c + 8, c32); cs_addto(c + 12, c33);
+            cs_put(c, c30, add); cs_put(c + 4, c31, add); cs_put(c + 8, c32, add); cs_put(c + 12, c33, add);
         }
         for (ptrdiff_t j = N16; j < N4; j += 4) {
             cs_v4 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
@@ -75,10 +76,10 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
                 c2 += a[2 * ars + k * acs] * b0; c3 += a[3 * ars + k * acs] * b0;
             }
             double *c = C + i * ldc + j;
-            cs_addto(c, c0); cs_addto(c + ldc, c1); cs_addto(c + 2 * ldc, c2); cs_addto(c + 3 * ldc, c3);
+            cs_put(c, c0, add); cs_put(c + ldc, c1, add); cs_put(c + 2 * ldc, c2, add); cs_put(c + 3 * ldc, c3, add);
         }
         for (ptrdiff_t q = 0; q < 4; q++)
-            cs_gemm_tail(C + (i + q) * ldc, a + q * ars, acs, B, ldb, K, N4, N);
+            cs_gemm_tail(C + (i + q) * ldc, a + q * ars, acs, B, ldb, K, N4, N, add);
     }
     for (; i < M; i++) {
         const double *a = A + i * ars;
@@ -91,19 +92,19 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
                 c2 += a0 * cs_load(b + 8); c3 += a0 * cs_load(b + 12);
             }
             double *c = C + i * ldc + j;
-            cs_addto(c, c0); cs_addto(c + 4, c1); cs_addto(c + 8, c2); cs_addto(c + 12, c3);
+            cs_put(c, c0, add); cs_put(c + 4, c1, add); cs_put(c + 8, c2, add); cs_put(c + 12, c3, add);
         }
         for (ptrdiff_t j = N16; j < N4; j += 4) {
             cs_v4 c0 = {0};
             for (ptrdiff_t k = 0; k < K; k++)
                 c0 += a[k * acs] * cs_load(B + k * ldb + j);
-            cs_addto(C + i * ldc + j, c0);
+            cs_put(C + i * ldc + j, c0, add);
         }
-        cs_gemm_tail(C + i * ldc, a, acs, B, ldb, K, N4, N);
+        cs_gemm_tail(C + i * ldc, a, acs, B, ldb, K, N4, N, add);
     }
 #else
     for (; i < M; i++)
-        cs_gemm_tail(C + i * ldc, A + i * ars, acs, B, ldb, K, 0, N);
+        cs_gemm_tail(C + i * ldc, A + i * ars, acs, B, ldb, K, 0, N, add);
 #endif
 }
 
