@@ -189,7 +189,7 @@ cdef class Kernel:
     cdef double[:, ::1] dWxh, dWhh, dWhy
     cdef double[::1] dbh, dby
     cdef double[:, ::1] hs      # (T+1, H): hs[0] = hprev, hs[t+1] = h_t
-    cdef Py_ssize_t Tp          # T rounded up to 16, the row stride of ys: whole register blocks
+    cdef Py_ssize_t Tp          # T rounded up to 32, the row stride of ys: whole register blocks
     cdef double[:, ::1] hsT     # (H, Tp+1): hs transposed, so that a chunk's logits are one product
     cdef double[:, ::1] ys      # (V, Tp): logits, then probabilities, then dy, one column per step
     cdef double[:, ::1] tbuf    # (3, T): per-step max, normaliser, target logit
@@ -225,7 +225,7 @@ cdef class Kernel:
             self.dWxh, self.dWhh, self.dWhy = self._grads["Wxh"], self._grads["Whh"], self._grads["Why"]
             self.dbh, self.dby = self._grads["bh"], self._grads["by"]
         self.hs = np.zeros((T + 1, H))
-        self.Tp = (T + 15) // 16 * 16
+        self.Tp = (T + 31) // 32 * 32
         self.hsT = np.zeros((H, self.Tp + 1))
         self.ys = np.zeros((V, self.Tp))
         self.tbuf = np.zeros((3, T))

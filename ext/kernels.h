@@ -3,10 +3,11 @@
  * cs_gemm_acc(C, ldc, A, ars, acs, B, ldb, M, K, N, add) is equivalent to
  * `C[:M, :N] += A[:M, :K] @ B[:K, :N]` (`=` when add is 0, so that C needs no zeroing), where A[i, k]
  * is A[i * ars + k * acs] (so A may be a transpose) and the rows of B and C start every ldb and ldc
- * doubles. It is C because gcc does not keep a Cython register block in registers
- * (measured: the accumulators of the Cython version spill to the stack at every k); GCC/clang vector
- * extensions keep 4 x 16 of C in 16 registers. Which code path computes C[i, j] depends on i, j, M and
- * N only, and each path sums over k in a fixed order: results never depend on alignment.
+ * doubles. It is C because gcc does not keep a Cython register block in registers (measured: the
+ * accumulators of the Cython version spill to the stack at every k); GCC/clang vector extensions keep
+ * 4 rows x 4 vectors of C (8 doubles each with AVX-512, 4 otherwise) in 16 registers. Which code path
+ * computes C[i, j] depends on i, j, M and N only, and each path sums over k in a fixed order: results
+ * never depend on alignment.
  */
 #ifndef CHARSTREAM_KERNELS_H
 #define CHARSTREAM_KERNELS_H
@@ -20,6 +21,15 @@ typedef double cs_v4 __attribute__((vector_size(32)));
 static inline cs_v4 cs_load(const double *p) { cs_v4 v; memcpy(&v, p, sizeof v); return v; }
 static inline void cs_put(double *p, cs_v4 v, int add) { if (add) v += cs_load(p); memcpy(p, &v, sizeof v); }
 #define CS_VECTOR 1
+#ifdef __AVX512F__
+#define CS_W 8
+#else
+#define CS_W 4
+#endif
+/* CS_W doubles, the main block's vectors: a zmm register where there is AVX-512. */
+typedef double cs_vw __attribute__((vector_size(8 * CS_W)));
+static inline cs_vw cs_loadw(const double *p) { cs_vw v; memcpy(&v, p, sizeof v); return v; }
+static inline void cs_putw(double *p, cs_vw v, int add) { if (add) v += cs_loadw(p); memcpy(p, &v, sizeof v); }
 #endif
 
 /* c[j0:N] (+)= a[::acs][:K] @ B[:K, j0:N], one column at a time. */
@@ -39,19 +49,20 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
 {
     ptrdiff_t i = 0;
 #ifdef CS_VECTOR
-    ptrdiff_t N16 = N - N % 16, N4 = N - N % 4;
-    /* 4 rows x 16 columns of C in 16 vector registers: per k, 4 loads of B and 4 broadcasts of A
+    const ptrdiff_t W = CS_W;
+    ptrdiff_t N16 = N - N % (4 * W), N4 = N - N % 4;
+    /* 4 rows x 4 vectors of C in 16 vector registers: per k, 4 loads of B and 4 broadcasts of A
      * feed 16 vector FMAs. */
     for (; i + 4 <= M; i += 4) {
         const double *a = A + i * ars;
-        for (ptrdiff_t j = 0; j < N16; j += 16) {
-            cs_v4 c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0};
-            cs_v4 c10 = {0}, c11 = {0}, c12 = {0}, c13 = {0};
-            cs_v4 c20 = {0}, c21 = {0}, c22 = {0}, c23 = {0};
-            cs_v4 c30 = {0}, c31 = {0}, c32 = {0}, c33 = {0};
+        for (ptrdiff_t j = 0; j < N16; j += 4 * W) {
+            cs_vw c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0};
+            cs_vw c10 = {0}, c11 = {0}, c12 = {0}, c13 = {0};
+            cs_vw c20 = {0}, c21 = {0}, c22 = {0}, c23 = {0};
+            cs_vw c30 = {0}, c31 = {0}, c32 = {0}, c33 = {0};
             for (ptrdiff_t k = 0; k < K; k++) {
                 const double *b = B + k * ldb + j;
-                cs_v4 b0 = cs_load(b), b1 = cs_load(b + 4), b2 = cs_load(b + 8), b3 = cs_load(b + 12);
+                cs_vw b0 = cs_loadw(b), b1 = cs_loadw(b + W), b2 = cs_loadw(b + 2 * W), b3 = cs_loadw(b + 3 * W);
                 double a0 = a[k * acs], a1 = a[ars + k * acs], a2 = a[2 * ars + k * acs],
                        a3 = a[3 * ars + k * acs];
                 c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
@@ -60,13 +71,13 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
                 c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
             }
             double *c = C + i * ldc + j;
-            cs_put(c, c00, add); cs_put(c + 4, c01, add); cs_put(c + 8, c02, add); cs_put(c + 12, c03, add);
+            cs_putw(c, c00, add); cs_putw(c + W, c01, add); cs_putw(c + 2 * W, c02, add); cs_putw(c + 3 * W, c03, add);
             c += ldc;
-            cs_put(c, c10, add); cs_put(c + 4, c11, add); cs_put(c + 8, c12, add); cs_put(c + 12, c13, add);
+            cs_putw(c, c10, add); cs_putw(c + W, c11, add); cs_putw(c + 2 * W, c12, add); cs_putw(c + 3 * W, c13, add);
             c += ldc;
-            cs_put(c, c20, add); cs_put(c + 4, c21, add); cs_put(c + 8, c22, add); cs_put(c + 12, c23, add);
+            cs_putw(c, c20, add); cs_putw(c + W, c21, add); cs_putw(c + 2 * W, c22, add); cs_putw(c + 3 * W, c23, add);
             c += ldc;
-            cs_put(c, c30, add); cs_put(c + 4, c31, add); cs_put(c + 8, c32, add); cs_put(c + 12, c33, add);
+            cs_putw(c, c30, add); cs_putw(c + W, c31, add); cs_putw(c + 2 * W, c32, add); cs_putw(c + 3 * W, c33, add);
         }
         for (ptrdiff_t j = N16; j < N4; j += 4) {
             cs_v4 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
@@ -83,16 +94,16 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
     }
     for (; i < M; i++) {
         const double *a = A + i * ars;
-        for (ptrdiff_t j = 0; j < N16; j += 16) {
-            cs_v4 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+        for (ptrdiff_t j = 0; j < N16; j += 4 * W) {
+            cs_vw c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
             for (ptrdiff_t k = 0; k < K; k++) {
                 const double *b = B + k * ldb + j;
                 double a0 = a[k * acs];
-                c0 += a0 * cs_load(b); c1 += a0 * cs_load(b + 4);
-                c2 += a0 * cs_load(b + 8); c3 += a0 * cs_load(b + 12);
+                c0 += a0 * cs_loadw(b); c1 += a0 * cs_loadw(b + W);
+                c2 += a0 * cs_loadw(b + 2 * W); c3 += a0 * cs_loadw(b + 3 * W);
             }
             double *c = C + i * ldc + j;
-            cs_put(c, c0, add); cs_put(c + 4, c1, add); cs_put(c + 8, c2, add); cs_put(c + 12, c3, add);
+            cs_putw(c, c0, add); cs_putw(c + W, c1, add); cs_putw(c + 2 * W, c2, add); cs_putw(c + 3 * W, c3, add);
         }
         for (ptrdiff_t j = N16; j < N4; j += 4) {
             cs_v4 c0 = {0};
