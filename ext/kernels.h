@@ -1,4 +1,4 @@
-/* The two parts of charstream's kernel written in C; ext/_rnn_step.pyx has the rest.
+/* The parts of charstream's kernel written in C; ext/_rnn_step.pyx has the rest.
  *
  * cs_gemm_acc(C, ldc, A, ars, acs, B, ldb, M, K, N, add) is equivalent to
  * `C[:M, :N] += A[:M, :K] @ B[:K, :N]` (`=` when add is 0, so that C needs no zeroing), where A[i, k]
