@@ -1,21 +1,19 @@
 """The one kernel of charstream: the RNN's tanh step, softmax, backward pass, Adagrad and sampling."""
 # Compiler directives (boundscheck, wraparound, cdivision, ...) are set once in setup.py.
 
-from libc.math cimport tanh, exp, log, sqrt
+from libc.math cimport tanh, exp, log
 from libc.string cimport memset, memcpy
 from libc.stdint cimport uint64_t
 
 import numpy as np
 
 cdef extern from "kernels.h" nogil:
+    # the C parts: register-blocked product, panel matvec for sampling, Adagrad; documented there
     void cs_gemm_acc(double* C, Py_ssize_t ldc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
                      const double* B, Py_ssize_t ldb, Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, int add)
     void cs_adagrad(double* p, const double* d, double* m, Py_ssize_t n, double lr)
     void cs_panel_matvec(const double* P, Py_ssize_t nb, Py_ssize_t n, const double* x, double* y, int rev)
     void cs_pack(const double* A, Py_ssize_t m, Py_ssize_t n, double* P, Py_ssize_t r0)
-
-DEF CLIP = 5.0
-DEF EPS = 1e-8
 
 
 cdef inline bint is_finite(double x) noexcept nogil:
@@ -355,8 +353,8 @@ cdef class Kernel:
         return loss
 
     cdef void _adagrad(self, double lr) noexcept nogil:
-        """Equivalent to, for each parameter: `np.clip(d, -5, 5, out=d); m += d * d;
-        p += -lr * d / np.sqrt(m + 1e-8)`."""
+        """Equivalent to, for each parameter: `g = np.clip(d, -5, 5); m += g * g;
+        p += -lr * g / np.sqrt(m + 1e-8)`, the 1/sqrt to a few ulp (cs_rsqrt)."""
         cs_adagrad(&self.Wxh[0, 0], &self.dWxh[0, 0], &self.mWxh[0, 0], self.H * self.V, lr)
         cs_adagrad(&self.Whh[0, 0], &self.dWhh[0, 0], &self.mWhh[0, 0], self.H * self.H, lr)
         cs_adagrad(&self.Why[0, 0], &self.dWhy[0, 0], &self.mWhy[0, 0], self.V * self.H, lr)
