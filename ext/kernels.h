@@ -135,6 +135,24 @@ static inline void cs_panel_matvec(const double *P, ptrdiff_t nb, ptrdiff_t n, c
             y[8 * b + r] = s;
         }
     (void)rev;
+#elif CS_W == 8
+    /* a panel's 8 rows are one vector: four accumulators (j mod 4) hide the FMA latency */
+    for (ptrdiff_t q = 0; q < nb; q++) {
+        ptrdiff_t b = rev ? nb - 1 - q : q;
+        const double *p = P + b * n * 8;
+        cs_vw a0 = {0}, b0 = {0}, c0 = {0}, d0 = {0};
+        ptrdiff_t j = 0;
+        for (; j + 4 <= n; j += 4, p += 32) {
+            a0 += x[j] * cs_loadw(p);
+            b0 += x[j + 1] * cs_loadw(p + 8);
+            c0 += x[j + 2] * cs_loadw(p + 16);
+            d0 += x[j + 3] * cs_loadw(p + 24);
+        }
+        for (; j < n; j++, p += 8)
+            a0 += x[j] * cs_loadw(p);
+        a0 = (a0 + b0) + (c0 + d0);
+        memcpy(y + 8 * b, &a0, sizeof a0);
+    }
 #else
     for (ptrdiff_t q = 0; q < nb; q++) {
         ptrdiff_t b = rev ? nb - 1 - q : q;
