@@ -200,7 +200,8 @@ cdef class Kernel:
     cdef double[::1] hbuf       # (H,) scratch for sampling and scoring
     cdef double[::1] ybuf       # (V,) scratch for sampling and scoring
     cdef Py_ssize_t Mp          # H + V rounded up to 8
-    cdef double[::1] panels     # [Whh; Why] packed in panels of 8 rows for sampling, zero padded
+    cdef double[::1] panels     # [Whh; Why] packed in panels of 8 rows for sampling, zero padded,
+                                # from its first 64-byte boundary on
     cdef double[::1] zbuf       # (Mp,) [Whh; Why] @ h
     cdef object _grads
 
@@ -236,7 +237,7 @@ cdef class Kernel:
         self.hbuf = np.zeros(H)
         self.ybuf = np.zeros(V)
         self.Mp = (H + V + 7) // 8 * 8
-        self.panels = np.zeros(self.Mp * H)
+        self.panels = np.zeros(self.Mp * H + 8)   # + 8: room to start on a 64-byte boundary
         self.zbuf = np.zeros(self.Mp)
 
     @property
@@ -452,6 +453,7 @@ cdef class Kernel:
         inv = 1.0 / temperature
         cdef double* z = &self.zbuf[0]
         cdef double* P = &self.panels[0]
+        P += (64 - <size_t>P % 64) % 64 // 8           # whole cache lines per panel row of 8
         with nogil:
             cs_pack(&self.Whh[0, 0], H, H, P, 0)
             cs_pack(&self.Why[0, 0], V, H, P, H)
