@@ -14,6 +14,7 @@ cdef extern from "kernels.h" nogil:
     void cs_adagrad(double* p, const double* d, double* m, Py_ssize_t n, double lr)
     void cs_panel_matvec(const double* P, Py_ssize_t nb, Py_ssize_t n, const double* x, double* y, int rev)
     void cs_pack(const double* A, Py_ssize_t m, Py_ssize_t n, double* P, Py_ssize_t r0)
+    const bint CS_PANELS
 
 
 cdef inline bint is_finite(double x) noexcept nogil:
@@ -455,11 +456,16 @@ cdef class Kernel:
         cdef double* P = &self.panels[0]
         P += (64 - <size_t>P % 64) % 64 // 8           # whole cache lines per panel row of 8
         with nogil:
-            cs_pack(&self.Whh[0, 0], H, H, P, 0)
-            cs_pack(&self.Why[0, 0], V, H, P, H)
+            if CS_PANELS:
+                cs_pack(&self.Whh[0, 0], H, H, P, 0)
+                cs_pack(&self.Why[0, 0], V, H, P, H)
             for n in range(out.shape[0]):
-                # z[:H] = Whh @ h, z[H:] = Why @ h: one pass over the panels, alternating direction
-                cs_panel_matvec(P, self.Mp // 8, H, &h[0], z, n & 1)
+                # z[:H] = Whh @ h, z[H:] = Why @ h: one pass over [Whh; Why], alternating direction
+                if CS_PANELS:
+                    cs_panel_matvec(P, self.Mp // 8, H, &h[0], z, n & 1)
+                else:
+                    matvec(&self.Whh[0, 0], H, H, &h[0], z, n & 1)
+                    matvec(&self.Why[0, 0], V, H, &h[0], z + H, n & 1)
                 y = z + H
                 m = y[0] + self.by[0]
                 for k in range(V):

@@ -15,12 +15,14 @@
 #include <stddef.h>
 #include <string.h>
 
-#if defined(__GNUC__) || defined(__clang__)
-/* 4 doubles: one ymm register with AVX, two xmm with plain SSE2 (the portable build). */
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__AVX__)
+/* 4 doubles: one ymm register (AVX). Without AVX, plain loops below that gcc vectorises with SSE2:
+ * 256-bit vector types there would spill 16 xmm registers (measured 3x slower). */
 typedef double cs_v4 __attribute__((vector_size(32)));
 static inline cs_v4 cs_load(const double *p) { cs_v4 v; memcpy(&v, p, sizeof v); return v; }
 static inline void cs_put(double *p, cs_v4 v, int add) { if (add) v += cs_load(p); memcpy(p, &v, sizeof v); }
 #define CS_VECTOR 1
+#define CS_PANELS 1   /* sampling through panels pays off only with vector registers */
 #ifdef __AVX512F__
 #define CS_W 8
 #else
@@ -30,6 +32,9 @@ static inline void cs_put(double *p, cs_v4 v, int add) { if (add) v += cs_load(p
 typedef double cs_vw __attribute__((vector_size(8 * CS_W)));
 static inline cs_vw cs_loadw(const double *p) { cs_vw v; memcpy(&v, p, sizeof v); return v; }
 static inline void cs_putw(double *p, cs_vw v, int add) { if (add) v += cs_loadw(p); memcpy(p, &v, sizeof v); }
+#endif
+#ifndef CS_PANELS
+#define CS_PANELS 0
 #endif
 
 /* c[j0:N] (+)= a[::acs][:K] @ B[:K, j0:N], one column at a time. */
@@ -114,8 +119,18 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
         cs_gemm_tail(C + i * ldc, a, acs, B, ldb, K, N4, N, add);
     }
 #else
-    for (; i < M; i++)
-        cs_gemm_tail(C + i * ldc, A + i * ars, acs, B, ldb, K, 0, N, add);
+    /* without AVX (the portable build), rows of B added into a row of C: gcc vectorises it with SSE2 */
+    for (; i < M; i++) {
+        double *c = C + i * ldc;
+        if (!add)
+            memset(c, 0, N * sizeof(double));
+        for (ptrdiff_t k = 0; k < K; k++) {
+            double a = A[i * ars + k * acs];
+            const double *b = B + k * ldb;
+            for (ptrdiff_t j = 0; j < N; j++)
+                c[j] += a * b[j];
+        }
+    }
 #endif
 }
 
@@ -127,14 +142,15 @@ static inline void cs_panel_matvec(const double *P, ptrdiff_t nb, ptrdiff_t n, c
                                    double *y, int rev)
 {
 #ifndef CS_VECTOR
-    for (ptrdiff_t b = 0; b < nb; b++)
-        for (ptrdiff_t r = 0; r < 8; r++) {
-            double s = 0.0;
-            for (ptrdiff_t j = 0; j < n; j++)
-                s += P[(b * n + j) * 8 + r] * x[j];
-            y[8 * b + r] = s;
-        }
-    (void)rev;
+    for (ptrdiff_t q = 0; q < nb; q++) {
+        ptrdiff_t b = rev ? nb - 1 - q : q;
+        const double *p = P + b * n * 8;
+        double acc[8] = {0};
+        for (ptrdiff_t j = 0; j < n; j++, p += 8)
+            for (int r = 0; r < 8; r++)
+                acc[r] += p[r] * x[j];
+        memcpy(y + 8 * b, acc, sizeof acc);
+    }
 #elif CS_W == 8
     /* a panel's 8 rows are one vector: four accumulators (j mod 4) hide the FMA latency */
     for (ptrdiff_t q = 0; q < nb; q++) {
