@@ -156,7 +156,7 @@ def print_table(results, V, gflops, rounds):
     print(f"charstream vs peers: float64, T=25, V={V}, median of {rounds} rounds; "
           f"dgemm {gflops:.1f} GFLOP/s (numpy, one thread)")
     head = f"{'':9}{'H':>4}" + "".join(f"{'x ' + p:>10}" for p in have)
-    head += f"{'charstream':>13}" + "".join(f"{p:>11}" for p in have) + f"{'floor':>11}{'of floor':>10}"
+    head += f"{'charstream':>13}" + "".join(f"{p:>11}" for p in have) + f"{'floor':>13}{'of floor':>10}"
     print(head)
     for H, res in results.items():
         for task, r in res.items():
@@ -170,7 +170,7 @@ def print_table(results, V, gflops, rounds):
                 line += f"{statistics.median(r[p]):9,.0f}/s" if p in r else f"{'-':>11}"
             flop = (6 if task == "train" else 2) * (H * H + V * H)
             floor = gflops * 1e9 / flop
-            line += f"{floor:9,.0f}/s{statistics.median(c) / floor:9.0%}"
+            line += f"{floor:11,.0f}/s{statistics.median(c) / floor:9.0%}"
             print(line)
 
 
