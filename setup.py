@@ -23,7 +23,8 @@ else:
 extension = Extension(
     "charstream._rnn_step",
     ["ext/_rnn_step.pyx"],
-    include_dirs=[np.get_include()],
+    depends=["ext/kernels.h"],
+    include_dirs=["ext", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=cflags,
     libraries=[] if sys.platform == "win32" else ["m"],

@@ -1,23 +1,42 @@
-"""Benchmark: charstream's training and generation chars/s against the gist-style numpy oracle, in one run.
+"""Benchmark: charstream against min-char-rnn's numpy, the best numpy and PyTorch, in one run.
 
-    python benchmarks/bench.py [--corpus PATH] [--hidden-size 100] [--rounds 3]
+    python benchmarks/bench.py [--corpus PATH] [--hidden-sizes 100,256,512] [--rounds 3]
+                               [--no-cli] [--memory-mb 50]
 
-Prints chars/s for each implementation (median of the rounds) and the ratio to the oracle measured in
-the same process, so a noisy machine moves both sides alike.
+Figures are chars/s, medians of the rounds. Ratios are taken within each round against peers measured
+in the same process a moment apart, so a noisy machine moves both sides alike; they come first. BLAS
+and torch are held to one thread, like charstream. The FLOP floor is the chars/s that one core would
+reach doing only the products (6H^2 + 6VH FLOP per trained char, 2H^2 + 2VH per sampled one) at the
+dgemm rate numpy reaches on this machine with one thread.
+
+The CLI rows time `cat corpus | charstream train -` and `charstream generate --length N > /dev/null`
+as subprocesses, startup included, against the API in this process. `--memory-mb` trains the CLI on a
+stream of that many MB and samples its resident memory.
 """
-import argparse
-import itertools
 import os
-import statistics
-import sys
-import time
 
-import numpy as np
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"   # before numpy loads: one thread, like charstream
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import argparse  # noqa: E402
+import itertools  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(HERE, "..", "tests")]
 import oracle  # noqa: E402
+import peers  # noqa: E402
 
 import charstream  # noqa: E402
+from charstream.store import load  # noqa: E402
 
 
 def corpus_text(path):
@@ -28,67 +47,262 @@ def corpus_text(path):
     return (files("charstream") / "data" / "shakespeare.txt").read_text(encoding="utf-8")
 
 
-def bench_charstream_train(text, H, n):
-    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
+def repeat_to(text, n):
+    """The text repeated until it holds at least n characters."""
+    return text * (1 + n // len(text))
+
+
+def timed(f, n):
     t = time.perf_counter()
-    for _ in charstream.Trainer(m).train([text[:n + 1]]):
-        pass
+    f()
     return n / (time.perf_counter() - t)
 
 
-def bench_charstream_generate(text, H, n):
-    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
-    g = m.generate("T", random_seed=0)
+def dgemm_gflops():
+    """numpy's one-thread dgemm rate, best of five 1000x1000 products."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((1000, 1000)), rng.random((1000, 1000))
+    a @ b
+    best = min(_time(lambda: a @ b) for _ in range(5))
+    return 2e9 / best / 1e9
+
+
+def _time(f):
     t = time.perf_counter()
-    for _ in itertools.islice(g, n):
-        pass
-    return n / (time.perf_counter() - t)
+    f()
+    return time.perf_counter() - t
 
 
-def bench_oracle_train(text, H, n):
-    vocab = sorted(set(text))
-    m = charstream.Model(vocab, hidden_size=H, seed=0)
+# --- one measurement each: chars/s ---------------------------------------------------------------
+
+def train_charstream(text, H, n):
+    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
+    return timed(lambda: [None for _ in charstream.Trainer(m).train([text[:n + 1]])], n)
+
+
+def train_oracle(text, H, n):
+    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
     p = {k: v.copy() for k, v in m.params.items()}
     mem = {k: np.zeros_like(v) for k, v in p.items()}
     idx = list(m.encode(text[:n + 1]))
-    t = time.perf_counter()
-    oracle.train(p, mem, idx)
-    return n / (time.perf_counter() - t)
+    return timed(lambda: oracle.train(p, mem, idx), n)
 
 
-def bench_oracle_sample(text, H, n):
+def train_numpy(text, H, n):
+    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
+    idx = m.encode(text[:n + 1])
+    return timed(lambda: peers.numpy_train(m.params, idx), n)
+
+
+def train_torch(text, H, n):
+    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
+    idx = m.encode(text[:n + 1])
+    return timed(lambda: peers.torch_train(m.params, idx), n)
+
+
+def generate_charstream(text, H, n):
+    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
+    g = m.generate("T", random_seed=0)
+    return timed(lambda: [None for _ in itertools.islice(g, n)], n)
+
+
+def generate_oracle(text, H, n):
     m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
     rng = np.random.default_rng(0)
-    t = time.perf_counter()
-    oracle.sample(m.params, np.zeros(H), 0, n, rng)
-    return n / (time.perf_counter() - t)
+    return timed(lambda: oracle.sample(m.params, np.zeros(H), 0, n, rng), n)
+
+
+def generate_numpy(text, H, n):
+    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
+    rng = np.random.default_rng(0)
+    return timed(lambda: peers.numpy_sample(m.params, np.zeros(H), 0, n, rng), n)
+
+
+def generate_torch(text, H, n):
+    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
+    return timed(lambda: peers.torch_sample(m.params, 0, n), n)
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+PEERS = ("oracle", "numpy", "torch")
+
+
+def bench_size(text, H, rounds, chars, use_torch):
+    """{task: {impl: [chars/s per round]}} for one hidden size."""
+    scale = min(1.0, (100 / H) ** 2)
+    n = max(int(chars * scale), 5000)
+    small = max(n // 10, 1000)
+    text = repeat_to(text, 5 * n + 2)
+    runs = {
+        "train": [("charstream", train_charstream, n), ("oracle", train_oracle, small),
+                  ("numpy", train_numpy, max(n // 3, 2000))],
+        "generate": [("charstream", generate_charstream, 5 * n), ("oracle", generate_oracle, small),
+                     ("numpy", generate_numpy, 2 * small)],
+    }
+    if use_torch:
+        runs["train"].append(("torch", train_torch, small))
+        runs["generate"].append(("torch", generate_torch, small))
+    out = {task: {name: [] for name, _, _ in r} for task, r in runs.items()}
+    for _ in range(rounds):
+        for task, r in runs.items():
+            for name, f, k in r:
+                out[task][name].append(f(text, H, k))
+    return out
+
+
+def print_table(results, V, gflops, rounds):
+    have = [p for p in PEERS if any(p in r for res in results.values() for r in res.values())]
+    print(f"charstream vs peers: float64, T=25, V={V}, median of {rounds} rounds; "
+          f"dgemm {gflops:.1f} GFLOP/s (numpy, one thread)")
+    head = f"{'':9}{'H':>4}" + "".join(f"{'x ' + p:>10}" for p in have)
+    head += f"{'charstream':>13}" + "".join(f"{p:>11}" for p in have) + f"{'floor':>13}{'of floor':>10}"
+    print(head)
+    for H, res in results.items():
+        for task, r in res.items():
+            c = r["charstream"]
+            line = f"{task:9}{H:>4}"
+            for p in have:
+                line += (f"{statistics.median(x / y for x, y in zip(c, r[p])):9.1f}x" if p in r
+                         else f"{'-':>10}")
+            line += f"{statistics.median(c):11,.0f}/s"
+            for p in have:
+                line += f"{statistics.median(r[p]):9,.0f}/s" if p in r else f"{'-':>11}"
+            flop = (6 if task == "train" else 2) * (H * H + V * H)
+            floor = gflops * 1e9 / flop
+            line += f"{floor:11,.0f}/s{statistics.median(c) / floor:9.0%}"
+            print(line)
+
+
+# --- the command line, as subprocesses -----------------------------------------------------------
+
+def cli_command():
+    exe = os.path.join(os.path.dirname(sys.executable), "charstream")
+    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "charstream"]
+
+
+def bench_cli(text, n_train, n_generate, rounds):
+    """[(cli chars/s, api chars/s)] per round for training and for generation, H=100."""
+    text = repeat_to(text, n_train)[:n_train + 1]
+    tmp = tempfile.mkdtemp(prefix="charstream-bench-")
+    rows = {"train": [], "generate": []}
+    try:
+        corpus = os.path.join(tmp, "corpus.txt")
+        with open(corpus, "w", encoding="utf-8") as f:
+            f.write(text)
+        env = dict(os.environ)
+        env.pop("CHARSTREAM_MODEL", None)
+        for r in range(rounds):
+            path = os.path.join(tmp, f"model{r}.npz")
+            t = time.perf_counter()
+            with open(corpus, "rb") as src:
+                cat = subprocess.Popen(["cat"], stdin=src, stdout=subprocess.PIPE)
+                subprocess.run(cli_command() + ["train", "-", "--model", path], stdin=cat.stdout,
+                               stderr=subprocess.DEVNULL, check=True, env=env)
+                cat.wait()
+            cli = n_train / (time.perf_counter() - t)
+            pieces = [text[i:i + 65536] for i in range(0, len(text), 65536)]
+            api = timed(lambda: [None for _ in charstream.Trainer(charstream.Model("", 100)).train(pieces)],
+                        n_train)
+            rows["train"].append((cli, api))
+
+            t = time.perf_counter()
+            subprocess.run(cli_command() + ["generate", "--model", path, "--length", str(n_generate),
+                                            "--random-seed", "0"],
+                           stdout=subprocess.DEVNULL, check=True, env=env)
+            cli = n_generate / (time.perf_counter() - t)
+            g = load(path).generate(random_seed=0)
+            api = timed(lambda: [None for _ in itertools.islice(g, n_generate)], n_generate)
+            rows["generate"].append((cli, api))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def print_cli(rows, n_train, n_generate, rounds):
+    print(f"\ncommand line vs API (H=100, subprocess wall time with startup, median of {rounds} rounds)")
+    what = {"train": f"cat corpus | charstream train -         ({n_train:,} chars)",
+            "generate": f"charstream generate --length {n_generate:,} > /dev/null"}
+    for task, r in rows.items():
+        ratio = statistics.median(c / a for c, a in r)
+        print(f"{task:9}{ratio:7.0%} of API  {statistics.median(c for c, _ in r):11,.0f}/s vs "
+              f"{statistics.median(a for _, a in r):11,.0f}/s  {what[task]}")
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def bench_memory(text, mb):
+    """Train the CLI on an `mb` MB stream through a pipe; sample its RSS every 0.2 s."""
+    tmp = tempfile.mkdtemp(prefix="charstream-bench-")
+    piece = repeat_to(text, 1 << 16)[:1 << 16].encode("utf-8")
+    total = mb << 20
+    env = dict(os.environ)
+    env.pop("CHARSTREAM_MODEL", None)
+    try:
+        proc = subprocess.Popen(cli_command() + ["train", "-", "--model", os.path.join(tmp, "m.npz")],
+                                stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        sent, samples, done = [0], [], threading.Event()
+
+        def sample():
+            while not done.is_set():
+                try:
+                    samples.append((sent[0], rss_kb(proc.pid)))
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+        threading.Thread(target=sample, daemon=True).start()
+        t = time.perf_counter()
+        while sent[0] < total:
+            proc.stdin.write(piece)
+            sent[0] += len(piece)
+        proc.stdin.close()
+        proc.wait()
+        elapsed = time.perf_counter() - t
+        done.set()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    after = [kb for s, kb in samples if s >= 1 << 20 and kb]
+    base = after[0] if after else 0
+    peak = max(after) if after else 0
+    print(f"\nmemory: `charstream train -` on a {mb} MB stream ({sent[0] / elapsed / 1e3:,.0f} kB/s): RSS "
+          f"{base / 1024:.1f} MB after the first MB, peak {peak / 1024:.1f} MB after it, "
+          f"growth {(peak - base) / 1024:.1f} MB ({len(samples)} samples)")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=None, help="text file (default: the shipped corpus)")
-    ap.add_argument("--hidden-size", type=int, default=100)
+    ap.add_argument("--hidden-sizes", default="100,256,512", help="comma-separated H values")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--chars", type=int, default=100_000, help="characters charstream trains per round")
+    ap.add_argument("--chars", type=int, default=100_000, help="characters charstream trains per round at H=100")
+    ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if it is installed")
+    ap.add_argument("--no-cli", action="store_true", help="skip the command-line rows")
+    ap.add_argument("--cli-chars", type=int, default=1_000_000, help="characters for the CLI rows")
+    ap.add_argument("--memory-mb", type=int, default=0, help="also measure RSS over a stream this big")
     args = ap.parse_args(argv)
     text = corpus_text(args.corpus)
-    H, n = args.hidden_size, min(args.chars, len(text) - 1)
-    n_oracle = max(n // 10, 2500)
-    rows = {"train": [], "generate": []}
-    for _ in range(args.rounds):
-        o_t = bench_oracle_train(text, H, n_oracle)
-        c_t = bench_charstream_train(text, H, n)
-        o_s = bench_oracle_sample(text, H, n_oracle)
-        c_s = bench_charstream_generate(text, H, n * 5)
-        rows["train"].append((c_t, o_t))
-        rows["generate"].append((c_s, o_s))
-    print(f"H={H} V={len(set(text))} T=25 float64, median of {args.rounds} rounds")
-    print(f"{'':10} {'ratio':>8} {'charstream':>14} {'gist oracle':>14}")
-    for name, r in rows.items():
-        c = statistics.median(x for x, _ in r)
-        o = statistics.median(y for _, y in r)
-        ratio = statistics.median(x / y for x, y in r)
-        print(f"{name:10} {ratio:7.1f}x {c:12,.0f}/s {o:12,.0f}/s")
+    use_torch = not args.no_torch and peers.torch_available()
+    if use_torch:
+        import torch
+        torch.set_num_threads(1)
+    gflops = dgemm_gflops()
+    results = {H: bench_size(text, H, args.rounds, args.chars, use_torch)
+               for H in (int(h) for h in args.hidden_sizes.split(","))}
+    print_table(results, len(set(text)), gflops, args.rounds)
+    if not use_torch:
+        print("(PyTorch not installed: its columns are left out)")
+    if not args.no_cli:
+        rows = bench_cli(text, args.cli_chars, args.cli_chars, args.rounds)
+        print_cli(rows, args.cli_chars, args.cli_chars, args.rounds)
+    if args.memory_mb:
+        bench_memory(text, args.memory_mb)
 
 
 if __name__ == "__main__":

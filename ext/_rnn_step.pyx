@@ -1,14 +1,20 @@
 """The one kernel of charstream: the RNN's tanh step, softmax, backward pass, Adagrad and sampling."""
 # Compiler directives (boundscheck, wraparound, cdivision, ...) are set once in setup.py.
 
-from libc.math cimport tanh, exp, log, sqrt
+from libc.math cimport expm1, exp, log
 from libc.string cimport memset, memcpy
 from libc.stdint cimport uint64_t
 
 import numpy as np
 
-DEF CLIP = 5.0
-DEF EPS = 1e-8
+cdef extern from "kernels.h" nogil:
+    # the C parts: register-blocked product, panel matvec for sampling, Adagrad; documented there
+    void cs_gemm_acc(double* C, Py_ssize_t ldc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
+                     const double* B, Py_ssize_t ldb, Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, int add)
+    void cs_adagrad(double* p, const double* d, double* m, Py_ssize_t n, double lr)
+    void cs_panel_matvec(const double* P, Py_ssize_t nb, Py_ssize_t n, const double* x, double* y, int rev)
+    void cs_pack(const double* A, Py_ssize_t m, Py_ssize_t n, double* P, Py_ssize_t r0)
+    const bint CS_PANELS
 
 
 cdef inline bint is_finite(double x) noexcept nogil:
@@ -18,31 +24,128 @@ cdef inline bint is_finite(double x) noexcept nogil:
     return (bits & 0x7ff0000000000000ULL) != 0x7ff0000000000000ULL
 
 
+cdef inline void rows8(const double* A, Py_ssize_t n, const double* x, double* y) noexcept nogil:
+    """Equivalent to `y[:8] = A[:8, :n] @ x[:n]`: eight independent reductions share each load of x,
+    enough FMA chains in flight to hide the FMA latency."""
+    cdef Py_ssize_t j
+    cdef double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, a4 = 0.0, a5 = 0.0, a6 = 0.0, a7 = 0.0
+    for j in range(n):
+        a0 += A[j] * x[j]
+        a1 += A[n + j] * x[j]
+        a2 += A[2 * n + j] * x[j]
+        a3 += A[3 * n + j] * x[j]
+        a4 += A[4 * n + j] * x[j]
+        a5 += A[5 * n + j] * x[j]
+        a6 += A[6 * n + j] * x[j]
+        a7 += A[7 * n + j] * x[j]
+    y[0] = a0
+    y[1] = a1
+    y[2] = a2
+    y[3] = a3
+    y[4] = a4
+    y[5] = a5
+    y[6] = a6
+    y[7] = a7
+
+
+cdef inline double row1(const double* A, Py_ssize_t n, const double* x) noexcept nogil:
+    """Equivalent to `A[:n] @ x[:n]`."""
+    cdef Py_ssize_t j
+    cdef double a = 0.0
+    for j in range(n):
+        a += A[j] * x[j]
+    return a
+
+
+cdef inline void matvec(const double* A, Py_ssize_t m, Py_ssize_t n, const double* x, double* y,
+                        bint rev) noexcept nogil:
+    """Equivalent to `y[:m] = A[:m, :n] @ x[:n]` for C-contiguous A (m, n).
+
+    `rev` walks the rows from the last: alternating directions, a matrix too big for L1 finds the
+    rows it used last still there. Each y[i] comes out the same either way.
+    """
+    cdef Py_ssize_t i, m8 = m - m % 8
+    if not rev:
+        for i in range(0, m8, 8):
+            rows8(A + i * n, n, x, y + i)
+        for i in range(m8, m):
+            y[i] = row1(A + i * n, n, x)
+    else:
+        i = m - 1
+        while i >= m8:
+            y[i] = row1(A + i * n, n, x)
+            i -= 1
+        i = m8 - 8
+        while i >= 0:
+            rows8(A + i * n, n, x, y + i)
+            i -= 8
+
+
+cdef inline void rows8_acc(const double* x, const double* A, Py_ssize_t n, double* y) noexcept nogil:
+    """Equivalent to `y[:n] += x[:8] @ A[:8, :n]`: one load and store of y serves eight FMAs."""
+    cdef Py_ssize_t j
+    cdef double x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3], x4 = x[4], x5 = x[5], x6 = x[6], x7 = x[7]
+    for j in range(n):
+        y[j] = y[j] + (x0 * A[j] + x1 * A[n + j] + x2 * A[2 * n + j] + x3 * A[3 * n + j]
+                       + x4 * A[4 * n + j] + x5 * A[5 * n + j] + x6 * A[6 * n + j] + x7 * A[7 * n + j])
+
+
+cdef inline void vecmat(const double* x, const double* A, Py_ssize_t m, Py_ssize_t n, double* y,
+                        bint rev) noexcept nogil:
+    """Equivalent to `y[:n] = x[:m] @ A[:m, :n]` for C-contiguous A (m, n), eight rows per pass.
+
+    `rev` takes the passes from the last row, as `matvec` does; the order of the passes (and so the
+    rounding) is fixed by `rev`, never by alignment.
+    """
+    cdef Py_ssize_t i, j, m8 = m - m % 8
+    memset(y, 0, n * sizeof(double))
+    if not rev:
+        for i in range(0, m8, 8):
+            rows8_acc(x + i, A + i * n, n, y)
+        for i in range(m8, m):
+            for j in range(n):
+                y[j] += x[i] * A[i * n + j]
+    else:
+        i = m - 1
+        while i >= m8:
+            for j in range(n):
+                y[j] += x[i] * A[i * n + j]
+            i -= 1
+        i = m8 - 8
+        while i >= 0:
+            rows8_acc(x + i, A + i * n, n, y)
+            i -= 8
+
+
 cdef inline void tanh_step(const double* Wxh, const double* Whh, const double* bh,
                            Py_ssize_t H, Py_ssize_t V, int ix,
-                           const double* hprev, double* h) noexcept nogil:
+                           const double* hprev, double* h, bint rev) noexcept nogil:
     """Equivalent to `h[:] = np.tanh(Wxh[:, ix] + Whh @ hprev + bh)`; h and hprev must not alias."""
-    cdef Py_ssize_t i, j
-    cdef double a
+    matvec(Whh, H, H, hprev, h, rev)
+    tanh_finish(Wxh, bh, H, V, ix, h)
+
+
+cdef inline void tanh_finish(const double* Wxh, const double* bh, Py_ssize_t H, Py_ssize_t V, int ix,
+                             double* h) noexcept nogil:
+    """Equivalent to `h[:] = np.tanh(h + Wxh[:, ix] + bh)`, h holding `Whh @ hprev`."""
+    cdef Py_ssize_t i
+    cdef double e
     for i in range(H):
-        a = 0.0
-        for j in range(H):
-            a += Whh[i * H + j] * hprev[j]
-        h[i] = a + Wxh[i * V + ix] + bh[i]
+        h[i] = h[i] + Wxh[i * V + ix] + bh[i]
     for i in range(H):
-        h[i] = tanh(h[i])
+        # tanh(a) = expm1(2a) / (expm1(2a) + 2), exact to a few ulp, small a included; libmvec's
+        # expm1 costs about a third of its tanh (|a| <= 20 keeps it finite: tanh(20) is 1.0)
+        e = expm1(2.0 * (20.0 if h[i] > 20.0 else (-20.0 if h[i] < -20.0 else h[i])))
+        h[i] = e / (e + 2.0)
 
 
 cdef inline void logits(const double* Why, const double* by, Py_ssize_t V, Py_ssize_t H,
-                        const double* h, double* y) noexcept nogil:
+                        const double* h, double* y, bint rev) noexcept nogil:
     """Equivalent to `y[:] = Why @ h + by`."""
-    cdef Py_ssize_t k, j
-    cdef double a
+    cdef Py_ssize_t k
+    matvec(Why, V, H, h, y, rev)
     for k in range(V):
-        a = 0.0
-        for j in range(H):
-            a += Why[k * H + j] * h[j]
-        y[k] = a + by[k]
+        y[k] += by[k]
 
 
 cdef inline double softmax(double* y, Py_ssize_t V) noexcept nogil:
@@ -89,11 +192,18 @@ cdef class Kernel:
     cdef double[:, ::1] dWxh, dWhh, dWhy
     cdef double[::1] dbh, dby
     cdef double[:, ::1] hs      # (T+1, H): hs[0] = hprev, hs[t+1] = h_t
-    cdef double[:, ::1] ps      # (T, V): probabilities, then dy
+    cdef Py_ssize_t Tp          # T rounded up to 32, the row stride of ys: whole register blocks
+    cdef double[:, ::1] hsT     # (H, Tp+1): hs transposed, so that a chunk's logits are one product
+    cdef double[:, ::1] ys      # (V, Tp): logits, then probabilities, then dy, one column per step
+    cdef double[:, ::1] tbuf    # (3, T): per-step max, normaliser, target logit
     cdef double[:, ::1] dh      # (T, H): Why^T dy_t, then dhraw_t
     cdef double[::1] dhnext     # (H,)
     cdef double[::1] hbuf       # (H,) scratch for sampling and scoring
     cdef double[::1] ybuf       # (V,) scratch for sampling and scoring
+    cdef Py_ssize_t Mp          # H + V rounded up to 8
+    cdef double[::1] panels     # [Whh; Why] packed in panels of 8 rows for sampling, zero padded,
+                                # from its first 64-byte boundary on
+    cdef double[::1] zbuf       # (Mp,) [Whh; Why] @ h
     cdef object _grads
 
     def __init__(self, params, mem=None, Py_ssize_t T=25):
@@ -119,11 +229,17 @@ cdef class Kernel:
             self.dWxh, self.dWhh, self.dWhy = self._grads["Wxh"], self._grads["Whh"], self._grads["Why"]
             self.dbh, self.dby = self._grads["bh"], self._grads["by"]
         self.hs = np.zeros((T + 1, H))
-        self.ps = np.zeros((T, V))
+        self.Tp = (T + 31) // 32 * 32
+        self.hsT = np.zeros((H, self.Tp + 1))
+        self.ys = np.zeros((V, self.Tp))
+        self.tbuf = np.zeros((3, T))
         self.dh = np.zeros((T, H))
         self.dhnext = np.zeros(H)
         self.hbuf = np.zeros(H)
         self.ybuf = np.zeros(V)
+        self.Mp = (H + V + 7) // 8 * 8
+        self.panels = np.zeros(self.Mp * H + 8)   # + 8: room to start on a 64-byte boundary
+        self.zbuf = np.zeros(self.Mp)
 
     @property
     def grads(self):
@@ -132,57 +248,92 @@ cdef class Kernel:
 
     cdef double _forward_backward(self, const int* xs, Py_ssize_t n, double* hprev) noexcept nogil:
         """Equivalent to min-char-rnn's `lossFun(xs[:n], xs[1:n+1], hprev)`: fills the gradients,
-        sets hprev to the last hidden state and returns the summed cross-entropy in nats."""
-        cdef Py_ssize_t H = self.H, V = self.V, t, i, j, k
+        sets hprev to the last hidden state and returns the summed cross-entropy in nats.
+
+        Only the two recurrences are matrix-vector work; the logits, dWhy, dh and dWhh of the
+        whole chunk are matrix products (`cs_gemm_acc`, ext/kernels.h).
+        """
+        cdef Py_ssize_t H = self.H, V = self.V, T = self.Tp, t, i, k
+        cdef Py_ssize_t L = T + 1                   # row stride of hsT
+        cdef Py_ssize_t npad = (n + 15) // 16 * 16  # logits of steps n..npad-1 are computed, unused
         cdef const double* Wxh = &self.Wxh[0, 0]
         cdef const double* Whh = &self.Whh[0, 0]
         cdef const double* Why = &self.Why[0, 0]
+        cdef const double* bh = &self.bh[0]
+        cdef const double* by = &self.by[0]
         cdef double* dWxh = &self.dWxh[0, 0]
         cdef double* dWhh = &self.dWhh[0, 0]
         cdef double* dWhy = &self.dWhy[0, 0]
         cdef double* dbh = &self.dbh[0]
         cdef double* dby = &self.dby[0]
         cdef double* hs = &self.hs[0, 0]
-        cdef double* ps = &self.ps[0, 0]
+        cdef double* hsT = &self.hsT[0, 0]
+        cdef double* ys = &self.ys[0, 0]
+        cdef double* mx = &self.tbuf[0, 0]
+        cdef double* sm = &self.tbuf[1, 0]
+        cdef double* lz = &self.tbuf[2, 0]
         cdef double* dh = &self.dh[0, 0]
         cdef double* dhnext = &self.dhnext[0]
-        cdef double loss = 0.0, lz, g
-        cdef double* p
+        cdef double loss = 0.0, g
+        cdef double* y
         cdef double* d
         cdef const double* hrow
 
         memset(dWxh, 0, H * V * sizeof(double))
-        memset(dWhh, 0, H * H * sizeof(double))
-        memset(dWhy, 0, V * H * sizeof(double))
         memset(dbh, 0, H * sizeof(double))
-        memset(dby, 0, V * sizeof(double))
 
-        # forward: hs[t+1] = tanh(Wxh[:, x_t] + Whh hs[t] + bh), ps[t] = softmax(Why hs[t+1] + by)
+        # forward: hs[t+1] = tanh(Wxh[:, x_t] + Whh hs[t] + bh), copied into column t+1 of hsT
         memcpy(hs, hprev, H * sizeof(double))
         for t in range(n):
-            tanh_step(Wxh, Whh, &self.bh[0], H, V, xs[t], hs + t * H, hs + (t + 1) * H)
-        for t in range(n):
-            p = ps + t * V
-            logits(Why, &self.by[0], V, H, hs + (t + 1) * H, p)
-            lz = p[xs[t + 1]]
-            loss += softmax(p, V) - lz
-            p[xs[t + 1]] -= 1.0                      # dy = p - onehot(target)
+            tanh_step(Wxh, Whh, bh, H, V, xs[t], hs + t * H, hs + (t + 1) * H, t & 1)
+        for t in range(n + 1):
+            for i in range(H):
+                hsT[i * L + t] = hs[t * H + i]
 
-        # dWhy = dY^T Hs, dby = sum_t dy_t, dh_t = Why^T dy_t
+        # logits of the chunk: ys[:, :n] = by[:, None] + Why @ hsT[:, 1:n+1]          # (V, n)
+        for k in range(V):
+            y = ys + k * T
+            for t in range(npad):
+                y[t] = by[k]
+        cs_gemm_acc(ys, T, Why, H, 1, hsT + 1, L, V, H, npad, 1)
+
+        # softmax down each column; loss_t = log(sum exp(y - max)) + max - y[target]
         for t in range(n):
-            p = ps + t * V
-            hrow = hs + (t + 1) * H
-            for k in range(V):
-                g = p[k]
-                dby[k] += g
-                for j in range(H):
-                    dWhy[k * H + j] += g * hrow[j]
-            d = dh + t * H
-            memset(d, 0, H * sizeof(double))
-            for k in range(V):
-                g = p[k]
-                for j in range(H):
-                    d[j] += g * Why[k * H + j]
+            mx[t] = ys[t]
+            sm[t] = 0.0
+            lz[t] = ys[xs[t + 1] * T + t]
+        for k in range(1, V):
+            y = ys + k * T
+            for t in range(n):
+                mx[t] = y[t] if y[t] > mx[t] else mx[t]
+        for k in range(V):
+            y = ys + k * T
+            for t in range(n):
+                y[t] = exp(y[t] - mx[t])
+        for k in range(V):
+            y = ys + k * T
+            for t in range(n):
+                sm[t] += y[t]
+        for t in range(n):
+            loss += log(sm[t]) + mx[t] - lz[t]
+            sm[t] = 1.0 / sm[t]
+        for k in range(V):
+            y = ys + k * T
+            for t in range(n):
+                y[t] *= sm[t]
+        for t in range(n):
+            ys[xs[t + 1] * T + t] -= 1.0               # dy = p - onehot(target)
+
+        # dWhy[k] = dy[k, :n] @ hs[1:n+1], dby[k] = sum_t dy[k, t]
+        cs_gemm_acc(dWhy, H, ys, T, 1, hs + H, H, V, n, H, 0)
+        for k in range(V):
+            y = ys + k * T
+            g = 0.0
+            for t in range(n):
+                g = g + y[t]
+            dby[k] = g
+        # dh = dY^T Why                                                            # (n, H)
+        cs_gemm_acc(dh, H, ys, 1, T, Why, H, n, V, H, 0)
 
         # backward through time: dhraw_t = (1 - h_t^2) (dh_t + dhnext), dhnext = Whh^T dhraw_t
         memset(dhnext, 0, H * sizeof(double))
@@ -193,37 +344,28 @@ cdef class Kernel:
             for i in range(H):
                 d[i] = (1.0 - hrow[i] * hrow[i]) * (d[i] + dhnext[i])
             if t > 0:
-                memset(dhnext, 0, H * sizeof(double))
-                for i in range(H):
-                    g = d[i]
-                    for j in range(H):
-                        dhnext[j] += g * Whh[i * H + j]
+                vecmat(d, Whh, H, H, dhnext, t & 1)     # alternating directions, as the forward does
             t -= 1
 
-        # dbh = sum_t dhraw_t, dWxh[:, x_t] += dhraw_t, dWhh = dHraw^T Hprev
+        # dbh = sum_t dhraw_t, dWxh[:, x_t] += dhraw_t, dWhh[i] = dhraw[:n, i] @ hs[:n]
         for t in range(n):
             d = dh + t * H
             for i in range(H):
                 dbh[i] += d[i]
                 dWxh[i * V + xs[t]] += d[i]
-        for i in range(H):
-            for t in range(n):
-                g = dh[t * H + i]
-                hrow = hs + t * H
-                for j in range(H):
-                    dWhh[i * H + j] += g * hrow[j]
+        cs_gemm_acc(dWhh, H, dh, 1, H, hs, H, H, n, H, 0)
 
         memcpy(hprev, hs + n * H, H * sizeof(double))
         return loss
 
     cdef void _adagrad(self, double lr) noexcept nogil:
-        """Equivalent to, for each parameter: `np.clip(d, -5, 5, out=d); m += d * d;
-        p += -lr * d / np.sqrt(m + 1e-8)`."""
-        _adagrad_flat(&self.Wxh[0, 0], &self.dWxh[0, 0], &self.mWxh[0, 0], self.H * self.V, lr)
-        _adagrad_flat(&self.Whh[0, 0], &self.dWhh[0, 0], &self.mWhh[0, 0], self.H * self.H, lr)
-        _adagrad_flat(&self.Why[0, 0], &self.dWhy[0, 0], &self.mWhy[0, 0], self.V * self.H, lr)
-        _adagrad_flat(&self.bh[0], &self.dbh[0], &self.mbh[0], self.H, lr)
-        _adagrad_flat(&self.by[0], &self.dby[0], &self.mby[0], self.V, lr)
+        """Equivalent to, for each parameter: `g = np.clip(d, -5, 5); m += g * g;
+        p += -lr * g / np.sqrt(m + 1e-8)`, the 1/sqrt to a few ulp (cs_rsqrt)."""
+        cs_adagrad(&self.Wxh[0, 0], &self.dWxh[0, 0], &self.mWxh[0, 0], self.H * self.V, lr)
+        cs_adagrad(&self.Whh[0, 0], &self.dWhh[0, 0], &self.mWhh[0, 0], self.H * self.H, lr)
+        cs_adagrad(&self.Why[0, 0], &self.dWhy[0, 0], &self.mWhy[0, 0], self.V * self.H, lr)
+        cs_adagrad(&self.bh[0], &self.dbh[0], &self.mbh[0], self.H, lr)
+        cs_adagrad(&self.by[0], &self.dby[0], &self.mby[0], self.V, lr)
 
     def loss_and_grads(self, const int[::1] xs, double[::1] hprev):
         """Forward and backward over inputs xs[:-1] and targets xs[1:]; fills `grads`, updates
@@ -265,9 +407,9 @@ cdef class Kernel:
         self._check_indices(xs, 0, xs.shape[0])
         with nogil:
             for t in range(n):
-                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, V, xs[t], &h[0], &self.hbuf[0])
+                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, V, xs[t], &h[0], &self.hbuf[0], 0)
                 memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
-                logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y)
+                logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y, 1)
                 lz = y[xs[t + 1]]
                 loss += softmax(y, V) - lz
         return loss
@@ -280,7 +422,7 @@ cdef class Kernel:
         self._check_indices(xs, 0, xs.shape[0])
         with nogil:
             for t in range(xs.shape[0]):
-                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, self.V, xs[t], &h[0], &self.hbuf[0])
+                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, self.V, xs[t], &h[0], &self.hbuf[0], t & 1)
                 memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
 
     def probs(self, const double[::1] h, double[::1] p, double temperature=1.0):
@@ -292,7 +434,7 @@ cdef class Kernel:
         cdef Py_ssize_t k
         cdef double inv = 1.0 / temperature
         with nogil:
-            logits(&self.Why[0, 0], &self.by[0], self.V, self.H, &h[0], &p[0])
+            logits(&self.Why[0, 0], &self.by[0], self.V, self.H, &h[0], &p[0], 0)
             for k in range(self.V):
                 p[k] *= inv
             softmax(&p[0], self.V)
@@ -302,7 +444,7 @@ cdef class Kernel:
         u[n] in [0, 1), then step h through it. h is updated in place."""
         cdef Py_ssize_t n, k, H = self.H, V = self.V
         cdef double inv, m
-        cdef double* y = &self.ybuf[0]
+        cdef double* y
         if h.shape[0] != H:
             raise ValueError(f"h must be ({H},), got ({h.shape[0]},)")
         if u.shape[0] < out.shape[0]:
@@ -310,19 +452,32 @@ cdef class Kernel:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         inv = 1.0 / temperature
+        cdef double* z = &self.zbuf[0]
+        cdef double* P = &self.panels[0]
+        P += (64 - <size_t>P % 64) % 64 // 8           # whole cache lines per panel row of 8
         with nogil:
+            if CS_PANELS:
+                cs_pack(&self.Whh[0, 0], H, H, P, 0)
+                cs_pack(&self.Why[0, 0], V, H, P, H)
             for n in range(out.shape[0]):
-                logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y)
-                m = y[0]
-                for k in range(1, V):
+                # z[:H] = Whh @ h, z[H:] = Why @ h: one pass over [Whh; Why], alternating direction
+                if CS_PANELS:
+                    cs_panel_matvec(P, self.Mp // 8, H, &h[0], z, n & 1)
+                else:
+                    matvec(&self.Whh[0, 0], H, H, &h[0], z, n & 1)
+                    matvec(&self.Why[0, 0], V, H, &h[0], z + H, n & 1)
+                y = z + H
+                m = y[0] + self.by[0]
+                for k in range(V):
+                    y[k] += self.by[k]
                     if y[k] > m:
                         m = y[k]
                 for k in range(V):
                     y[k] = exp((y[k] - m) * inv)
                 k = draw(y, V, u[n])
                 out[n] = <int>k
-                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, V, <int>k, &h[0], &self.hbuf[0])
-                memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
+                tanh_finish(&self.Wxh[0, 0], &self.bh[0], H, V, <int>k, z)
+                memcpy(&h[0], z, H * sizeof(double))
 
     cdef _need_mem(self):
         if self.mWxh is None:
@@ -344,18 +499,6 @@ cdef class Kernel:
         if hprev.shape[0] != self.H:
             raise ValueError(f"hprev must be ({self.H},), got ({hprev.shape[0]},)")
         self._check_indices(xs, s, s + n + 1)
-
-
-cdef inline void _adagrad_flat(double* p, double* d, double* m, Py_ssize_t n, double lr) noexcept nogil:
-    """Equivalent to `np.clip(d, -5, 5, out=d); m += d * d; p += -lr * d / np.sqrt(m + 1e-8)`."""
-    cdef Py_ssize_t i
-    cdef double g
-    for i in range(n):
-        g = d[i]
-        g = CLIP if g > CLIP else g
-        g = -CLIP if g < -CLIP else g
-        m[i] += g * g
-        p[i] += -lr * g / sqrt(m[i] + EPS)
 
 
 def _check(a, name, shape):

@@ -168,3 +168,36 @@ def test_non_finite_loss_updates_nothing():
         np.testing.assert_array_equal(params[k], before[k])
         assert not mem[k].any()
     np.testing.assert_array_equal(h, 0.25)
+
+
+def _at_offset(a, k):
+    """A C-contiguous copy of `a` whose data starts k doubles into a fresh 64-byte-aligned buffer."""
+    buf = np.empty(a.size + 16)
+    start = (-(buf.ctypes.data // 8) % 8) + k
+    out = buf[start:start + a.size].reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def test_results_do_not_depend_on_alignment(shakespeare):
+    """The vectorised loops must give the same bits whatever the arrays' alignment (chunking invariance
+    and resume rely on it: numpy gives no alignment guarantee past 16 bytes)."""
+    m, idx = _setup(shakespeare[:3000], H=37)
+    runs = []
+    for k in (0, 1, 3):
+        params = {n: _at_offset(v, k) for n, v in m.params.items()}
+        mem = {n: _at_offset(np.zeros_like(v), k) for n, v in m.params.items()}
+        kern = Kernel(params, mem, 25)
+        h = _at_offset(np.zeros(37), k)
+        losses = [kern.train_chunk(idx, s, h, 0.1) for s in range(0, 2000, 25)]
+        drawn = np.empty(500, dtype=np.int32)
+        kern.sample(h.copy(), np.random.default_rng(0).random(500), drawn)
+        runs.append((losses, {n: v.copy() for n, v in params.items()}, h.copy(), drawn,
+                     kern.evaluate(idx[:300], np.zeros(37))))
+    for losses, params, h, drawn, ev in runs[1:]:
+        assert losses == runs[0][0]
+        for n in params:
+            np.testing.assert_array_equal(params[n], runs[0][1][n])
+        np.testing.assert_array_equal(h, runs[0][2])
+        np.testing.assert_array_equal(drawn, runs[0][3])
+        assert ev == runs[0][4]

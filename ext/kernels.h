@@ -1,0 +1,238 @@
+/* The parts of charstream's kernel written in C; ext/_rnn_step.pyx has the rest.
+ *
+ * cs_gemm_acc(C, ldc, A, ars, acs, B, ldb, M, K, N, add) is equivalent to
+ * `C[:M, :N] += A[:M, :K] @ B[:K, :N]` (`=` when add is 0, so that C needs no zeroing), where A[i, k]
+ * is A[i * ars + k * acs] (so A may be a transpose) and the rows of B and C start every ldb and ldc
+ * doubles. It is C because gcc does not keep a Cython register block in registers (measured: the
+ * accumulators of the Cython version spill to the stack at every k); GCC/clang vector extensions keep
+ * 4 rows x 4 vectors of C (8 doubles each with AVX-512, 4 otherwise) in 16 registers. Which code path
+ * computes C[i, j] depends on i, j, M and N only, and each path sums over k in a fixed order: results
+ * never depend on alignment.
+ */
+#ifndef CHARSTREAM_KERNELS_H
+#define CHARSTREAM_KERNELS_H
+
+#include <stddef.h>
+#include <string.h>
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__AVX__)
+/* 4 doubles: one ymm register (AVX). Without AVX, plain loops below that gcc vectorises with SSE2:
+ * 256-bit vector types there would spill 16 xmm registers (measured 3x slower). */
+typedef double cs_v4 __attribute__((vector_size(32)));
+static inline cs_v4 cs_load(const double *p) { cs_v4 v; memcpy(&v, p, sizeof v); return v; }
+static inline void cs_put(double *p, cs_v4 v, int add) { if (add) v += cs_load(p); memcpy(p, &v, sizeof v); }
+#define CS_VECTOR 1
+#define CS_PANELS 1   /* sampling through panels pays off only with vector registers */
+#ifdef __AVX512F__
+#define CS_W 8
+#else
+#define CS_W 4
+#endif
+/* CS_W doubles, the main block's vectors: a zmm register where there is AVX-512. */
+typedef double cs_vw __attribute__((vector_size(8 * CS_W)));
+static inline cs_vw cs_loadw(const double *p) { cs_vw v; memcpy(&v, p, sizeof v); return v; }
+static inline void cs_putw(double *p, cs_vw v, int add) { if (add) v += cs_loadw(p); memcpy(p, &v, sizeof v); }
+#endif
+#ifndef CS_PANELS
+#define CS_PANELS 0
+#endif
+
+/* c[j0:N] (+)= a[::acs][:K] @ B[:K, j0:N], one column at a time. */
+static inline void cs_gemm_tail(double *c, const double *a, ptrdiff_t acs, const double *B,
+                                ptrdiff_t ldb, ptrdiff_t K, ptrdiff_t j0, ptrdiff_t N, int add)
+{
+    for (ptrdiff_t j = j0; j < N; j++) {
+        double s = 0.0;
+        for (ptrdiff_t k = 0; k < K; k++)
+            s += a[k * acs] * B[k * ldb + j];
+        c[j] = add ? c[j] + s : s;
+    }
+}
+
+static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdiff_t ars, ptrdiff_t acs,
+                               const double *B, ptrdiff_t ldb, ptrdiff_t M, ptrdiff_t K, ptrdiff_t N, int add)
+{
+    ptrdiff_t i = 0;
+#ifdef CS_VECTOR
+    const ptrdiff_t W = CS_W;
+    ptrdiff_t N16 = N - N % (4 * W), N4 = N - N % 4;
+    /* 4 rows x 4 vectors of C in 16 vector registers: per k, 4 loads of B and 4 broadcasts of A
+     * feed 16 vector FMAs. */
+    for (; i + 4 <= M; i += 4) {
+        const double *a = A + i * ars;
+        for (ptrdiff_t j = 0; j < N16; j += 4 * W) {
+            cs_vw c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0};
+            cs_vw c10 = {0}, c11 = {0}, c12 = {0}, c13 = {0};
+            cs_vw c20 = {0}, c21 = {0}, c22 = {0}, c23 = {0};
+            cs_vw c30 = {0}, c31 = {0}, c32 = {0}, c33 = {0};
+            for (ptrdiff_t k = 0; k < K; k++) {
+                const double *b = B + k * ldb + j;
+                cs_vw b0 = cs_loadw(b), b1 = cs_loadw(b + W), b2 = cs_loadw(b + 2 * W), b3 = cs_loadw(b + 3 * W);
+                double a0 = a[k * acs], a1 = a[ars + k * acs], a2 = a[2 * ars + k * acs],
+                       a3 = a[3 * ars + k * acs];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+            }
+            double *c = C + i * ldc + j;
+            cs_putw(c, c00, add); cs_putw(c + W, c01, add); cs_putw(c + 2 * W, c02, add); cs_putw(c + 3 * W, c03, add);
+            c += ldc;
+            cs_putw(c, c10, add); cs_putw(c + W, c11, add); cs_putw(c + 2 * W, c12, add); cs_putw(c + 3 * W, c13, add);
+            c += ldc;
+            cs_putw(c, c20, add); cs_putw(c + W, c21, add); cs_putw(c + 2 * W, c22, add); cs_putw(c + 3 * W, c23, add);
+            c += ldc;
+            cs_putw(c, c30, add); cs_putw(c + W, c31, add); cs_putw(c + 2 * W, c32, add); cs_putw(c + 3 * W, c33, add);
+        }
+        for (ptrdiff_t j = N16; j < N4; j += 4) {
+            cs_v4 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+            for (ptrdiff_t k = 0; k < K; k++) {
+                cs_v4 b0 = cs_load(B + k * ldb + j);
+                c0 += a[k * acs] * b0; c1 += a[ars + k * acs] * b0;
+                c2 += a[2 * ars + k * acs] * b0; c3 += a[3 * ars + k * acs] * b0;
+            }
+            double *c = C + i * ldc + j;
+            cs_put(c, c0, add); cs_put(c + ldc, c1, add); cs_put(c + 2 * ldc, c2, add); cs_put(c + 3 * ldc, c3, add);
+        }
+        for (ptrdiff_t q = 0; q < 4; q++)
+            cs_gemm_tail(C + (i + q) * ldc, a + q * ars, acs, B, ldb, K, N4, N, add);
+    }
+    for (; i < M; i++) {
+        const double *a = A + i * ars;
+        for (ptrdiff_t j = 0; j < N16; j += 4 * W) {
+            cs_vw c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
+            for (ptrdiff_t k = 0; k < K; k++) {
+                const double *b = B + k * ldb + j;
+                double a0 = a[k * acs];
+                c0 += a0 * cs_loadw(b); c1 += a0 * cs_loadw(b + W);
+                c2 += a0 * cs_loadw(b + 2 * W); c3 += a0 * cs_loadw(b + 3 * W);
+            }
+            double *c = C + i * ldc + j;
+            cs_putw(c, c0, add); cs_putw(c + W, c1, add); cs_putw(c + 2 * W, c2, add); cs_putw(c + 3 * W, c3, add);
+        }
+        for (ptrdiff_t j = N16; j < N4; j += 4) {
+            cs_v4 c0 = {0};
+            for (ptrdiff_t k = 0; k < K; k++)
+                c0 += a[k * acs] * cs_load(B + k * ldb + j);
+            cs_put(C + i * ldc + j, c0, add);
+        }
+        cs_gemm_tail(C + i * ldc, a, acs, B, ldb, K, N4, N, add);
+    }
+#else
+    /* without AVX (the portable build), rows of B added into a row of C: gcc vectorises it with SSE2 */
+    for (; i < M; i++) {
+        double *c = C + i * ldc;
+        if (!add)
+            memset(c, 0, N * sizeof(double));
+        for (ptrdiff_t k = 0; k < K; k++) {
+            double a = A[i * ars + k * acs];
+            const double *b = B + k * ldb;
+            for (ptrdiff_t j = 0; j < N; j++)
+                c[j] += a * b[j];
+        }
+    }
+#endif
+}
+
+/* Equivalent to `y[:8 * nb] = A @ x[:n]` for A packed in panels of 8 rows, P[(b * n + j) * 8 + r] =
+ * A[8 * b + r, j] (cs_pack): one sequential stream of weights, four partial sums per row (j mod 4)
+ * added at the end, no horizontal reductions. `rev` takes the panels from the last, so that
+ * alternating calls find the panels they used last still in L1. */
+static inline void cs_panel_matvec(const double *P, ptrdiff_t nb, ptrdiff_t n, const double *x,
+                                   double *y, int rev)
+{
+#ifndef CS_VECTOR
+    for (ptrdiff_t q = 0; q < nb; q++) {
+        ptrdiff_t b = rev ? nb - 1 - q : q;
+        const double *p = P + b * n * 8;
+        double acc[8] = {0};
+        for (ptrdiff_t j = 0; j < n; j++, p += 8)
+            for (int r = 0; r < 8; r++)
+                acc[r] += p[r] * x[j];
+        memcpy(y + 8 * b, acc, sizeof acc);
+    }
+#elif CS_W == 8
+    /* a panel's 8 rows are one vector: four accumulators (j mod 4) hide the FMA latency */
+    for (ptrdiff_t q = 0; q < nb; q++) {
+        ptrdiff_t b = rev ? nb - 1 - q : q;
+        const double *p = P + b * n * 8;
+        cs_vw a0 = {0}, b0 = {0}, c0 = {0}, d0 = {0};
+        ptrdiff_t j = 0;
+        for (; j + 4 <= n; j += 4, p += 32) {
+            a0 += x[j] * cs_loadw(p);
+            b0 += x[j + 1] * cs_loadw(p + 8);
+            c0 += x[j + 2] * cs_loadw(p + 16);
+            d0 += x[j + 3] * cs_loadw(p + 24);
+        }
+        for (; j < n; j++, p += 8)
+            a0 += x[j] * cs_loadw(p);
+        a0 = (a0 + b0) + (c0 + d0);
+        memcpy(y + 8 * b, &a0, sizeof a0);
+    }
+#else
+    for (ptrdiff_t q = 0; q < nb; q++) {
+        ptrdiff_t b = rev ? nb - 1 - q : q;
+        const double *p = P + b * n * 8;
+        cs_v4 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0}, d1 = {0};
+        ptrdiff_t j = 0;
+        for (; j + 4 <= n; j += 4, p += 32) {
+            a0 += x[j] * cs_load(p);          a1 += x[j] * cs_load(p + 4);
+            b0 += x[j + 1] * cs_load(p + 8);  b1 += x[j + 1] * cs_load(p + 12);
+            c0 += x[j + 2] * cs_load(p + 16); c1 += x[j + 2] * cs_load(p + 20);
+            d0 += x[j + 3] * cs_load(p + 24); d1 += x[j + 3] * cs_load(p + 28);
+        }
+        for (; j < n; j++, p += 8) {
+            a0 += x[j] * cs_load(p);
+            a1 += x[j] * cs_load(p + 4);
+        }
+        a0 = (a0 + b0) + (c0 + d0);
+        a1 = (a1 + b1) + (c1 + d1);
+        memcpy(y + 8 * b, &a0, sizeof a0);
+        memcpy(y + 8 * b + 4, &a1, sizeof a1);
+    }
+#endif
+}
+
+/* Pack the m rows of A (m, n) into panels of 8 for cs_panel_matvec, starting at row r0 of the panels;
+ * rows past the end of the last panel must be zeroed by the caller. */
+static inline void cs_pack(const double *A, ptrdiff_t m, ptrdiff_t n, double *P, ptrdiff_t r0)
+{
+    for (ptrdiff_t i = 0; i < m; i++) {
+        ptrdiff_t r = r0 + i;
+        double *dst = P + (r / 8) * n * 8 + r % 8;
+        for (ptrdiff_t j = 0; j < n; j++)
+            dst[8 * j] = A[i * n + j];
+    }
+}
+
+/* Equivalent to `1 / sqrt(x)` for normal x > 0, within a few ulp: the classic bit-level first guess
+ * (3.4% off) refined by four Newton steps (error 3.4e-2 -> 1.7e-3 -> 4.5e-6 -> 3e-11 -> rounding).
+ * Plain arithmetic that gcc vectorises, about 4x cheaper than the sqrt and divide it replaces. */
+static inline double cs_rsqrt(double x)
+{
+    unsigned long long bits;
+    double y, hx = 0.5 * x;
+    memcpy(&bits, &x, sizeof bits);
+    bits = 0x5FE6EB50C7B537A9ULL - (bits >> 1);
+    memcpy(&y, &bits, sizeof y);
+    y = y * (1.5 - hx * y * y);
+    y = y * (1.5 - hx * y * y);
+    y = y * (1.5 - hx * y * y);
+    y = y * (1.5 - hx * y * y);
+    return y;
+}
+
+/* min-char-rnn's Adagrad on n entries: `d = clip(d, -5, 5); m += d * d; p += -lr * d / sqrt(m + 1e-8)`
+ * (d itself is left unclipped). */
+static inline void cs_adagrad(double *p, const double *d, double *m, ptrdiff_t n, double lr)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double g = d[i];
+        g = g > 5.0 ? 5.0 : g;
+        g = g < -5.0 ? -5.0 : g;
+        m[i] += g * g;
+        p[i] += -lr * g * cs_rsqrt(m[i] + 1e-8);
+    }
+}
+
+#endif
