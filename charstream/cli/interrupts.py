@@ -95,31 +95,26 @@ class Interrupts:
 
     def deferring(self, iterable):
         """Iterate with signals deferred while the iterable computes its next item."""
-        it = iter(iterable)
-        try:
-            while True:
-                with self.deferred():
-                    try:
-                        item = next(it)
-                    except StopIteration:
-                        return
-                yield item
-        finally:
-            _close(it)
+        return _each_within(iterable, self.deferred)
 
     def allowing_in(self, iterable):
         """Iterate with signals allowed while waiting for the next item (e.g. text from a pipe)."""
-        it = iter(iterable)
-        try:
-            while True:
-                with self.allowed():
-                    try:
-                        item = next(it)
-                    except StopIteration:
-                        return
-                yield item
-        finally:
-            _close(it)
+        return _each_within(iterable, self.allowed)
+
+
+def _each_within(iterable, context):
+    """Yield the items of `iterable`, each `next()` inside `context()`; close it when done."""
+    it = iter(iterable)
+    try:
+        while True:
+            with context():
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+            yield item
+    finally:
+        _close(it)
 
 
 def _close(it):
