@@ -45,6 +45,9 @@ class Model:
         chars = list(vocab)
         if len(set(chars)) != len(chars):
             raise ValueError("vocab must hold distinct characters")
+        if any(isinstance(c, str) and len(c) == 1 and 0xD800 <= ord(c) <= 0xDFFF for c in chars):
+            raise ValueError("vocab holds a lone surrogate (not a character of any UTF-8 text; "
+                             "invalid bytes are read as U+FFFD)")
         self._vocab = Vocab(chars, max_vocab, fixed_vocab)
         self.rng = np.random.default_rng(seed)
         H, V = int(hidden_size), len(chars)

@@ -17,6 +17,17 @@ def codepoints(text):
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.uint32)
 
 
+def replace_surrogates(cps):
+    """Set the lone surrogates in `cps` (code points U+D800..U+DFFF, which is what undecodable bytes
+    become in text read with errors="surrogateescape", e.g. `sys.stdin` under LANG=C) to U+FFFD, in
+    place, as the byte sources do with bytes that are not UTF-8. Return how many there were."""
+    bad = (cps >= 0xD800) & (cps <= 0xDFFF)
+    n = int(np.count_nonzero(bad))
+    if n:
+        cps[bad] = ord(UNK)
+    return n
+
+
 def to_text(cps):
     """Inverse of `codepoints`."""
     return np.asarray(cps, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
@@ -97,7 +108,9 @@ class Vocab:
     def encode(self, text):
         """The indices of `text` as the vocabulary stands, without growing it: known characters,
         UNK for the ones that could no longer join, -1 for the rest."""
-        idx = self.lookup(codepoints(text))
+        cps = codepoints(text)
+        replace_surrogates(cps)
+        idx = self.lookup(cps)
         if UNK in self.stoi and (self.fixed or len(self.itos) >= self.max_size - 1):
             idx[idx < 0] = self.stoi[UNK]
         return idx

@@ -77,7 +77,7 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
             if left is not None:
                 block = block[:left]
                 left -= len(block)
-            out.write(block.encode("utf-8"))
+            out.write(_utf8(block))
             out.flush()
             if left == 0:
                 break
@@ -89,3 +89,19 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
     except CharstreamError as e:   # a sampler plugin that fails or returns a bad index
         out.flush()
         raise fail(e)
+
+
+def _utf8(text):
+    """UTF-8 bytes of generated text. A lone surrogate (only in a vocabulary from an older model file
+    that learned surrogate-escaped bytes) is written back as the byte it stands for, else as U+FFFD."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return b"".join(_char_bytes(c) for c in text)
+
+
+def _char_bytes(c):
+    try:
+        return c.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return "\ufffd".encode("utf-8")
