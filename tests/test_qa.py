@@ -57,3 +57,55 @@ def test_generate_writes_utf8_even_for_an_old_model_with_surrogates(tmp_path):
     out = r.stdout_bytes
     assert b"\xff" in out and "\ufffd".encode() in out
     assert out.replace(b"\xff", b"").decode("utf-8")
+
+
+# -- progress and the loss log
+
+class _ClosedPipe:
+    def isatty(self):
+        return False
+
+    def write(self, s):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_progress_on_a_closed_stderr_does_not_stop_training(shakespeare):
+    from charstream.progress import Progress
+    m = charstream.Model("", hidden_size=8, seed=0)
+    progress = Progress(m, every=0, sample_every=1e-9, stream=_ClosedPipe())
+    n = 0
+    for record in charstream.Trainer(m).train([shakespeare[:2000]]):
+        progress.update(record)
+        n += 1
+    progress.report(record)
+    progress.close_line()
+    assert n == m.state.chunks == 79
+
+
+def test_train_with_stderr_closed_still_saves(tmp_path, shakespeare):
+    import subprocess
+    import sys
+    (tmp_path / "a.txt").write_text(shakespeare[:5000])
+    p = subprocess.Popen([sys.executable, "-m", "charstream", "train", str(tmp_path / "a.txt"), "--model",
+                          str(tmp_path / "m.npz"), "--hidden-size", "8", "--report-every", "0"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        p.stderr.close()            # `charstream train ... 2>&1 | head -0`
+        p.wait(timeout=60)
+    finally:
+        p.kill()
+        p.wait()
+    assert charstream.load(tmp_path / "m.npz").state.chunks == 199
+
+
+def test_the_log_has_one_row_per_report_not_a_repeated_last_one(tmp_path, shakespeare):
+    (tmp_path / "a.txt").write_text(shakespeare[:1001])
+    r = run("train", tmp_path / "a.txt", "--model", tmp_path / "m.npz", "--hidden-size", "8",
+            "--report-every", "0", "--log", tmp_path / "loss.csv")
+    assert r.exit_code == 0, r.output
+    rows = (tmp_path / "loss.csv").read_text().splitlines()
+    assert len(rows) == 1 + 40 and [row.split(",")[4] for row in rows[1:]] == [str(i) for i in range(1, 41)]
+    assert r.stderr.count("chunks 40 ") == 1
