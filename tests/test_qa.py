@@ -109,3 +109,44 @@ def test_the_log_has_one_row_per_report_not_a_repeated_last_one(tmp_path, shakes
     rows = (tmp_path / "loss.csv").read_text().splitlines()
     assert len(rows) == 1 + 40 and [row.split(",")[4] for row in rows[1:]] == [str(i) for i in range(1, 41)]
     assert r.stderr.count("chunks 40 ") == 1
+
+
+# -- eval and info wording
+
+@pytest.fixture
+def small_model(tmp_path, shakespeare):
+    path = tmp_path / "s.npz"
+    m = charstream.Model("", hidden_size=8, seed=0, max_vocab=12)
+    with pytest.warns(CharstreamWarning, match="the vocabulary is full"):
+        list(charstream.Trainer(m).train([shakespeare[:600]]))
+    m.save(path)
+    return path, m
+
+
+def test_eval_counts_the_characters_a_full_vocabulary_reads_as_u_fffd(small_model):
+    import json
+    path, m = small_model
+    assert m.vocab_size == 12 and "\ufffd" in m.vocab
+    text = "First: qqq wxy \ufffd"
+    outside = sum(c not in m.vocab for c in text)
+    r = run("eval", "-", "--model", path, "--json", input=text)
+    d = json.loads(r.stdout)
+    assert d["unknown_chars"] == 0 and d["chars_read_as_unk"] == outside > 0
+    r = run("eval", "-", "--model", path, input=text)
+    assert f"{outside} characters outside it read as U+FFFD" in r.stdout
+
+
+def test_eval_of_one_known_character_says_so(small_model):
+    path, _ = small_model
+    r = run("eval", "-", "--model", path, input="F")
+    assert r.exit_code == 1
+    assert "only one character the model knows" in r.stderr and "empty" not in r.stderr
+
+
+def test_singular_counts_read_right(small_model, tmp_path):
+    path, _ = small_model
+    r = run("eval", "-", "--model", path, "--window", "2", input="Fi")
+    assert "1 character scored" in r.stdout and "median of 1 window of 2" in r.stdout
+    m = charstream.Model("\ufffd", hidden_size=4)
+    m.save(tmp_path / "one.npz")
+    assert "vocabulary     1 character: " in run("info", "--model", tmp_path / "one.npz").stdout

@@ -57,7 +57,7 @@ def info(model_path, as_json):
               f"{d['recent_nats_per_char']:.4f} nats/char ({d['recent_bits_per_char']:.4f} bits/char)")
     click.echo(f"model          {d['path']}  ({d['file_bytes']:,} bytes, format {d['format_version']})")
     click.echo(f"hidden size    {d['hidden_size']}")
-    click.echo(f"vocabulary     {d['vocab_size']} characters: {preview}"
+    click.echo(f"vocabulary     {d['vocab_size']} character{'' if d['vocab_size'] == 1 else 's'}: {preview}"
                + ("..." if d["vocab_size"] > 80 else ""))
     click.echo(f"parameters     {d['parameters']:,}")
     click.echo(f"training       seq_length {d['seq_length']}, learning rate {d['learning_rate']:g}")
