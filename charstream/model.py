@@ -145,6 +145,9 @@ class Model:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         top_k, top_p = samplers.check_top_k(top_k), samplers.check_top_p(top_p)
         name, pick = samplers.resolve(sampler)
+        if (pick is samplers.top_k_default and top_k is not None) or \
+                (pick is samplers.top_p_default and top_p is not None):
+            pick = samplers.temperature    # "top-k" with top_k=K is top-k with K: the cut, then a draw
         if self.vocab_size == 0:
             raise ValueError("the model has an empty vocabulary: train it on some text first")
         kernel = self.kernel()

@@ -150,3 +150,33 @@ def test_singular_counts_read_right(small_model, tmp_path):
     m = charstream.Model("\ufffd", hidden_size=4)
     m.save(tmp_path / "one.npz")
     assert "vocabulary     1 character: " in run("info", "--model", tmp_path / "one.npz").stdout
+
+
+# -- samplers
+
+@pytest.fixture
+def ja_model(tmp_path):
+    text = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。" * 20
+    m = charstream.Model("", hidden_size=16, seed=0)
+    list(charstream.Trainer(m).train([text]))
+    m.save(tmp_path / "ja.npz")
+    return tmp_path / "ja.npz", m
+
+
+@pytest.mark.parametrize("name, kw", [("top-k", {"top_k": 2}), ("top-k", {"top_k": 1000}),
+                                      ("top-p", {"top_p": 0.3}), ("top-p", {"top_p": 1.0})])
+def test_the_named_cut_sampler_takes_the_cut_it_is_given(ja_model, name, kw):
+    _, m = ja_model
+    got = "".join(itertools.islice(m.generate("吾輩", sampler=name, random_seed=5, **kw), 200))
+    want = "".join(itertools.islice(m.generate("吾輩", random_seed=5, **kw), 200))
+    assert got == want
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--temperature", "inf"], "Error: Invalid value for '--temperature': 'inf' is not a finite number."),
+    (["--temperature", "nan"], "Error: Invalid value for '--temperature': 'nan' is not a finite number."),
+    (["--top-p", "nan"], "Error: Invalid value for '--top-p': 'nan' is not a finite number."),
+])
+def test_non_finite_sampler_values_are_refused_like_any_bad_option(ja_model, args, msg):
+    r = run("generate", "--model", ja_model[0], "--length", "5", *args)
+    assert r.exit_code == 2 and r.stderr.strip().splitlines()[-1] == msg

@@ -18,8 +18,8 @@ from .common import (FiniteFloat, Terminated, fail, load_model, model_option, qu
 @click.option("--temperature", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True,
               help="Below 1 is more conservative, above 1 more adventurous.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, metavar="K",
-              help="Sample only among the K most probable characters.")
-@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=None, metavar="P",
+              help="Sample only among the K most probable characters (with --sampler top-k: its K, default 40).")
+@click.option("--top-p", type=FiniteFloat(min=0, max=1, min_open=True), default=None, metavar="P",
               help="Sample only from the most probable characters whose probabilities add up to P (nucleus).")
 @click.option("--sampler", default="temperature", show_default=True, metavar="NAME",
               help="How the next character is picked: temperature (draw from the probabilities), "
