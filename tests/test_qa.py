@@ -180,3 +180,18 @@ def test_the_named_cut_sampler_takes_the_cut_it_is_given(ja_model, name, kw):
 def test_non_finite_sampler_values_are_refused_like_any_bad_option(ja_model, args, msg):
     r = run("generate", "--model", ja_model[0], "--length", "5", *args)
     assert r.exit_code == 2 and r.stderr.strip().splitlines()[-1] == msg
+
+
+def test_info_preview_escapes_what_would_merge_or_vanish_on_screen(tmp_path):
+    m = charstream.Model(["a", "\u0301", "👍", "\U0001F3FD", "\u200d", "\t", "я", "猫"], hidden_size=4)
+    m.save(tmp_path / "v.npz")
+    out = run("info", "--model", tmp_path / "v.npz").stdout
+    assert "8 characters: a\\u0301👍\\U0001f3fd\\u200d\\tя猫" in out
+
+
+def test_info_says_when_the_smoothed_loss_is_still_mostly_the_first_chunk(tmp_path, shakespeare):
+    m = charstream.Model("", hidden_size=8, seed=0)
+    list(charstream.Trainer(m).train([shakespeare[:1001]]))
+    m.save(tmp_path / "m.npz")
+    line = [x for x in run("info", "--model", tmp_path / "m.npz").stdout.splitlines() if x.startswith("recent")]
+    assert "after 40 chunks 96% of it is still the first chunk's loss" in line[0]
