@@ -195,3 +195,17 @@ def test_info_says_when_the_smoothed_loss_is_still_mostly_the_first_chunk(tmp_pa
     m.save(tmp_path / "m.npz")
     line = [x for x in run("info", "--model", tmp_path / "m.npz").stdout.splitlines() if x.startswith("recent")]
     assert "after 40 chunks 96% of it is still the first chunk's loss" in line[0]
+
+
+def test_plot_script_without_matplotlib_says_what_it_needs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "plot_log.py"
+    (tmp_path / "loss.jsonl").write_text("")
+    code = ("import runpy, sys; sys.modules['matplotlib'] = None; "
+            f"sys.argv = ['plot_log.py', {str(tmp_path / 'loss.jsonl')!r}, {str(tmp_path / 'o.png')!r}]; "
+            f"runpy.run_path({str(script)!r}, run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "Error: plot_log.py needs matplotlib, which charstream does not install: pip install matplotlib"]
