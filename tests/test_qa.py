@@ -209,3 +209,14 @@ def test_plot_script_without_matplotlib_says_what_it_needs(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "Error: plot_log.py needs matplotlib, which charstream does not install: pip install matplotlib"]
+
+
+def test_passes_read_file_urls_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("Привет, мир! " * 10, encoding="utf-8")
+    for i, src in enumerate(["file://a.txt", f"FILE://{tmp_path / 'a.txt'}", "a.txt"]):
+        r = run("train", src, "--passes", "2", "--model", f"m{i}.npz", "--hidden-size", "4", "--random-seed", "0")
+        assert r.exit_code == 0, r.output
+        assert charstream.load(tmp_path / f"m{i}.npz").state.chars_seen == 260
+    r = run("train", "-", "--passes", "2", "--model", "x.npz", input="abc")
+    assert r.exit_code == 2 and "- is a stream" in r.stderr
