@@ -1,5 +1,6 @@
 """The model: a vanilla character RNN's vocabulary, parameters, training state and generator."""
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -140,7 +141,7 @@ class Model:
     def generate_blocks(self, seed="", temperature=1.0, random_seed=None, first_block=32, max_block=4096,
                         sampler=None, top_k=None, top_p=None):
         """Like `generate`, but yields the continuation as strings of growing length (cheaper to print)."""
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
                 or not math.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         top_k, top_p = samplers.check_top_k(top_k), samplers.check_top_p(top_p)

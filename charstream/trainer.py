@@ -1,6 +1,7 @@
 """The online trainer: consecutive chunks of a text stream, trained as they arrive."""
 import itertools
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ class Trainer:
         lr = st.learning_rate if learning_rate is None else learning_rate
         if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
             raise ValueError(f"seq_length must be a positive integer, got {T!r}")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"learning_rate must be a positive number, got {lr!r}")
         self.model = model
         st.seq_length, st.learning_rate = int(T), float(lr)

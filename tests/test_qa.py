@@ -220,3 +220,13 @@ def test_passes_read_file_urls_again(tmp_path, monkeypatch):
         assert charstream.load(tmp_path / f"m{i}.npz").state.chars_seen == 260
     r = run("train", "-", "--passes", "2", "--model", "x.npz", input="abc")
     assert r.exit_code == 2 and "- is a stream" in r.stderr
+
+
+def test_numpy_scalars_are_numbers_too(ja_model):
+    _, m = ja_model
+    a = "".join(itertools.islice(m.generate("吾輩", temperature=np.float32(0.5), top_p=np.float32(0.75),
+                                            top_k=np.int64(5), random_seed=1), 50))
+    b = "".join(itertools.islice(m.generate("吾輩", temperature=float(np.float32(0.5)),
+                                            top_p=float(np.float32(0.75)), top_k=5, random_seed=1), 50))
+    assert a == b
+    assert charstream.Trainer(m, learning_rate=np.float32(0.05)).learning_rate == float(np.float32(0.05))
