@@ -76,6 +76,9 @@ class Model:
         n = check_max_size(n)
         if n < self.vocab_size:
             raise ValueError(f"max_vocab={n} is below the model's {self.vocab_size} characters")
+        if n > self._vocab.max_size:
+            self._vocab.forget_unk_readings()
+            self._warned_cap = False
         self._vocab.max_size = n
 
     @property
@@ -85,6 +88,8 @@ class Model:
 
     @fixed_vocab.setter
     def fixed_vocab(self, fixed):
+        if self._vocab.fixed and not fixed:
+            self._vocab.forget_unk_readings()
         self._vocab.fixed = bool(fixed)
 
     @property

@@ -97,6 +97,15 @@ class Vocab:
             self._cps = np.concatenate([self._cps, codepoints("".join(new))])
         return new
 
+    def forget_unk_readings(self):
+        """Undo "reads as UNK for good" for characters that are not UNK itself: after the cap is
+        raised or the vocabulary reopened they may join, exactly as after saving and loading."""
+        unk = self.stoi.get(UNK)
+        if unk is not None:
+            self._lut[self._lut == unk] = -1
+            self._lut[ord(UNK)] = unk
+        self.capped = False
+
     def lookup(self, cps):
         """(n,) uint32 code points -> (n,) int32 indices, -1 where a character is not resolved yet."""
         return self._lut[cps]

@@ -230,3 +230,30 @@ def test_numpy_scalars_are_numbers_too(ja_model):
                                             top_p=float(np.float32(0.75)), top_k=5, random_seed=1), 50))
     assert a == b
     assert charstream.Trainer(m, learning_rate=np.float32(0.05)).learning_rate == float(np.float32(0.05))
+
+
+@pytest.mark.parametrize("reopen", ["raise the cap", "open the vocabulary"])
+def test_reopening_the_vocabulary_in_session_equals_after_a_reload(tmp_path, reopen):
+    def fresh():
+        if reopen == "raise the cap":
+            return charstream.Model("", hidden_size=4, seed=0, max_vocab=3)
+        return charstream.Model("ab\ufffd", hidden_size=4, seed=0, fixed_vocab=True)
+
+    def reopened(m):
+        if reopen == "raise the cap":
+            m.max_vocab = 10
+        else:
+            m.fixed_vocab = False
+        return m
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CharstreamWarning)
+        m = fresh()
+        list(charstream.Trainer(m).train(["abcd" * 10]))
+        m.save(tmp_path / "m.npz")
+        same = reopened(m)
+        again = reopened(charstream.load(tmp_path / "m.npz"))
+        la = [r.loss for r in charstream.Trainer(same).train(["cdcd" * 10])]
+        lb = [r.loss for r in charstream.Trainer(again).train(["cdcd" * 10])]
+    assert same.vocab == again.vocab == ("a", "b", "\ufffd", "c", "d")
+    assert la == lb
