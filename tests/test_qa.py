@@ -257,3 +257,16 @@ def test_reopening_the_vocabulary_in_session_equals_after_a_reload(tmp_path, reo
         lb = [r.loss for r in charstream.Trainer(again).train(["cdcd" * 10])]
     assert same.vocab == again.vocab == ("a", "b", "\ufffd", "c", "d")
     assert la == lb
+
+
+def test_readme_open_recipe_gives_the_api_what_the_command_line_trains_on(tmp_path):
+    data = "Всё смешалось\r\nв доме ".encode() + b"\xff\xfe" + " Облонских.\r\n".encode()
+    (tmp_path / "ru.txt").write_bytes(data * 20)
+    r = run("train", tmp_path / "ru.txt", "--model", tmp_path / "cli.npz", "--hidden-size", "8", "--random-seed", "3")
+    assert r.exit_code == 0, r.output
+    m = charstream.Model("", hidden_size=8, seed=3)
+    with open(tmp_path / "ru.txt", encoding="utf-8", errors="replace", newline="") as f:
+        list(charstream.Trainer(m).train(f))
+    cli = charstream.load(tmp_path / "cli.npz")
+    assert cli.vocab == m.vocab and "\r" in m.vocab and "\ufffd" in m.vocab
+    np.testing.assert_array_equal(cli.params["Why"], m.params["Why"])
