@@ -128,7 +128,7 @@ def pick_blocks(vocab, kernel, h, temp, name, pick, top_k, top_p, rng, n, max_bl
                 cut_top_p(p, top_p)
             try:
                 r = pick(p, rng)
-            except Exception as e:
+            except (Exception, SystemExit) as e:
                 raise CharstreamError(f"sampler {name!r} failed: {type(e).__name__}: {e}") from e
             try:
                 k = operator.index(r)

@@ -184,7 +184,7 @@ def open_source(source):
             it = iter(texts)
         except CharstreamError:
             raise
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise CharstreamError(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
         return _checked(it, source, scheme)
     if source == "-":
@@ -234,7 +234,7 @@ def _checked(it, source, scheme):
         raise
     except OSError as e:
         raise SourceFailed(f"{source}: {e.strerror or _one_line(e)}") from None
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise SourceFailed(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
 
 

@@ -270,3 +270,50 @@ def test_readme_open_recipe_gives_the_api_what_the_command_line_trains_on(tmp_pa
     cli = charstream.load(tmp_path / "cli.npz")
     assert cli.vocab == m.vocab and "\r" in m.vocab and "\ufffd" in m.vocab
     np.testing.assert_array_equal(cli.params["Why"], m.params["Why"])
+
+
+# -- plugins that call sys.exit()
+
+@pytest.fixture
+def exiting_dist(tmp_path, monkeypatch):
+    import importlib
+    import sys
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "qa_exiting_plugin.py").write_text(
+        "import sys\n"
+        "if __import__('os').environ.get('QA_EXIT_ON_IMPORT'):\n"
+        "    sys.exit('qa_exiting_plugin needs the foo library')\n"
+        "def pick(probs, rng):\n    sys.exit('pick gave up')\n"
+        "def src(source):\n    yield 'some text '\n    sys.exit('feed gave up')\n")
+    info = site / "qa_exiting_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qa-exiting-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[charstream.samplers]\nexiter = qa_exiting_plugin:pick\n"
+                                           "[charstream.sources]\nexiter = qa_exiting_plugin:src\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("CHARSTREAM_PLUGINS", "qa-exiting-plugin")
+    importlib.invalidate_caches()
+    yield
+    sys.modules.pop("qa_exiting_plugin", None)
+    importlib.invalidate_caches()
+
+
+def test_a_plugin_that_exits_on_import_is_one_broken_plugin(exiting_dist, ja_model, monkeypatch):
+    monkeypatch.setenv("QA_EXIT_ON_IMPORT", "1")
+    r = CliRunner().invoke(main, ["plugins"])
+    assert r.exit_code == 1
+    assert "samplers (charstream generate --sampler NAME):" in r.stdout          # the listing goes on
+    assert "[broken: SystemExit: qa_exiting_plugin needs the foo library]" in r.stdout
+    r = CliRunner().invoke(main, ["generate", "--model", str(ja_model[0]), "--sampler", "exiter"])
+    assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        "Error: sampler plugin 'exiter' (qa_exiting_plugin:pick, from qa-exiting-plugin 1.0) failed to load")
+
+
+def test_a_plugin_that_exits_while_running_is_one_error(exiting_dist, ja_model, tmp_path):
+    r = CliRunner().invoke(main, ["generate", "--model", str(ja_model[0]), "--sampler", "exiter", "--length", "5"])
+    assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1] == \
+        "Error: sampler 'exiter' failed: SystemExit: pick gave up"
+    r = CliRunner().invoke(main, ["train", "exiter://x", "--model", str(tmp_path / "e.npz")])
+    assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        "Error: exiter://x: the 'exiter' source failed: SystemExit: feed gave up")
