@@ -181,6 +181,8 @@ def open_source(source):
         opener = _opener(scheme, source)
         try:
             texts = opener(source)
+            if isinstance(texts, (str, bytes, bytearray, memoryview)):
+                texts = [texts]       # the whole text at once, not one character (or int) at a time
             it = iter(texts)
         except CharstreamError:
             raise

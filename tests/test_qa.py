@@ -317,3 +317,32 @@ def test_a_plugin_that_exits_while_running_is_one_error(exiting_dist, ja_model, 
     r = CliRunner().invoke(main, ["train", "exiter://x", "--model", str(tmp_path / "e.npz")])
     assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1].startswith(
         "Error: exiter://x: the 'exiter' source failed: SystemExit: feed gave up")
+
+
+def test_a_source_plugin_may_return_its_whole_text_as_str_or_bytes(tmp_path, monkeypatch):
+    import importlib
+    import sys
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "qa_whole_plugin.py").write_text(
+        "TEXT = 'Привет, мир! 吾輩は猫である。 ' * 20\n"
+        "def as_str(source):\n    return TEXT\n"
+        "def as_bytes(source):\n    return TEXT.encode()\n")
+    info = site / "qa_whole_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qa-whole-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[charstream.sources]\nwholestr = qa_whole_plugin:as_str\n"
+                                           "wholebytes = qa_whole_plugin:as_bytes\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("CHARSTREAM_PLUGINS", "qa-whole-plugin")
+    importlib.invalidate_caches()
+    try:
+        from charstream.sources import open_source
+        text = "Привет, мир! 吾輩は猫である。 " * 20
+        assert list(open_source("wholestr://x")) == [text]
+        assert list(open_source("wholebytes://x")) == [text]
+        r = run("train", "wholebytes://x", "--model", tmp_path / "m.npz", "--hidden-size", "4")
+        assert r.exit_code == 0, r.output
+    finally:
+        sys.modules.pop("qa_whole_plugin", None)
+        importlib.invalidate_caches()
