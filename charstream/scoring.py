@@ -17,10 +17,10 @@ class Score:
     predicted: int = 0          # characters predicted (each known character after the first)
     nats: float = 0.0           # their summed cross-entropy, hidden state carried through the text
     unknown: int = 0            # characters outside the vocabulary, skipped (not scored)
-    as_unk: int = 0             # characters outside the vocabulary read as U+FFFD (scored as U+FFFD)
-    known: int = 0              # characters scored or used as context (predicted + 1, if any)
     window: int = 0             # window length in characters
     windows: list = field(default_factory=list)  # nats/char of each full window, scored from h = 0
+    as_unk: int = 0             # characters outside the vocabulary read as U+FFFD (scored as U+FFFD)
+    known: int = 0              # characters scored or used as context (predicted + 1, if any)
 
     @property
     def nats_per_char(self):
