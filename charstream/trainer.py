@@ -40,6 +40,8 @@ class Trainer:
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"learning_rate must be a positive number, got {lr!r}")
         self.model = model
+        if int(T) != st.seq_length and not math.isnan(st.smooth_loss):
+            st.smooth_loss *= int(T) / st.seq_length   # it is per chunk: keep its nats/char
         st.seq_length, st.learning_rate = int(T), float(lr)
 
     @property

@@ -346,3 +346,13 @@ def test_a_source_plugin_may_return_its_whole_text_as_str_or_bytes(tmp_path, mon
     finally:
         sys.modules.pop("qa_whole_plugin", None)
         importlib.invalidate_caches()
+
+
+def test_a_new_seq_length_keeps_the_smoothed_loss_per_char(shakespeare):
+    m = charstream.Model("", hidden_size=8, seed=0)
+    list(charstream.Trainer(m).train([shakespeare[:2001]]))
+    per_char = m.state.smooth_loss / m.state.seq_length
+    t = charstream.Trainer(m, seq_length=100)
+    assert m.state.smooth_loss / t.seq_length == pytest.approx(per_char)
+    charstream.Trainer(m, seq_length=100)              # the same length again changes nothing
+    assert m.state.smooth_loss / 100 == pytest.approx(per_char)
