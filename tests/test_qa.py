@@ -356,3 +356,32 @@ def test_a_new_seq_length_keeps_the_smoothed_loss_per_char(shakespeare):
     assert m.state.smooth_loss / t.seq_length == pytest.approx(per_char)
     charstream.Trainer(m, seq_length=100)              # the same length again changes nothing
     assert m.state.smooth_loss / 100 == pytest.approx(per_char)
+
+
+def test_eval_scores_a_tcp_source_as_its_help_says(ja_model):
+    import socket
+    import threading
+    text = "吾輩は猫である。名前はまだ無い。" * 10
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(10)
+
+    def serve():
+        try:
+            c, _ = srv.accept()
+            with c:
+                data = text.encode()
+                c.sendall(data[:7])
+                c.sendall(data[7:])
+        finally:
+            srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        help_text = run("eval", "--help").stdout
+        assert "tcp://HOST:PORT" in help_text
+        r = run("eval", f"tcp://127.0.0.1:{srv.getsockname()[1]}", "--model", ja_model[0], "--json")
+        assert r.exit_code == 0, r.output
+        assert '"chars_scored": %d' % (len(text) - 1) in r.stdout
+    finally:
+        t.join(timeout=10)

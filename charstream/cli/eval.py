@@ -17,7 +17,9 @@ from .common import fail, load_model, model_option, resolve_model_path, show_war
               help="Characters per fresh-state window for the median score.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 def eval_(sources, model_path, window, as_json):
-    """Score SOURCEs (paths, or - for stdin) without training: nats/char, bits/char, perplexity.
+    """Score SOURCEs without training: nats/char, bits/char, perplexity. SOURCEs are those of
+    `charstream train`: paths, - for stdin (the default), tcp://HOST:PORT, file://PATH, or a plugin's
+    SCHEME://...
 
     The hidden state is carried through the whole text. Because a vanilla RNN's state can saturate
     on text unlike its training data, the median over fresh-state windows is reported too.
@@ -28,6 +30,7 @@ def eval_(sources, model_path, window, as_json):
     Examples:
       charstream eval held-out.txt
       tail -n 1000 app.log | charstream eval - --model log.npz --json
+      charstream eval tcp://127.0.0.1:5000 --window 500
     """
     show_warnings()
     sources = sources or ("-",)
