@@ -15,7 +15,10 @@ def read(path):
 
 
 def main(log_path, png_path):
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        sys.exit("Error: plot_log.py needs matplotlib, which charstream does not install: pip install matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = read(log_path)
@@ -33,4 +36,6 @@ def main(log_path, png_path):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit("usage: python benchmarks/plot_log.py LOG(.csv|.jsonl) OUT.png")
     main(*sys.argv[1:3])

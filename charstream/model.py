@@ -1,6 +1,7 @@
 """The model: a vanilla character RNN's vocabulary, parameters, training state and generator."""
 import itertools
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -46,6 +47,9 @@ class Model:
         chars = list(vocab)
         if len(set(chars)) != len(chars):
             raise ValueError("vocab must hold distinct characters")
+        if any(isinstance(c, str) and len(c) == 1 and 0xD800 <= ord(c) <= 0xDFFF for c in chars):
+            raise ValueError("vocab holds a lone surrogate (not a character of any UTF-8 text; "
+                             "invalid bytes are read as U+FFFD)")
         self._vocab = Vocab(chars, max_vocab, fixed_vocab)
         self.rng = np.random.default_rng(seed)
         H, V = int(hidden_size), len(chars)
@@ -73,6 +77,9 @@ class Model:
         n = check_max_size(n)
         if n < self.vocab_size:
             raise ValueError(f"max_vocab={n} is below the model's {self.vocab_size} characters")
+        if n > self._vocab.max_size:
+            self._vocab.forget_unk_readings()
+            self._warned_cap = False
         self._vocab.max_size = n
 
     @property
@@ -82,6 +89,8 @@ class Model:
 
     @fixed_vocab.setter
     def fixed_vocab(self, fixed):
+        if self._vocab.fixed and not fixed:
+            self._vocab.forget_unk_readings()
         self._vocab.fixed = bool(fixed)
 
     @property
@@ -138,11 +147,14 @@ class Model:
     def generate_blocks(self, seed="", temperature=1.0, random_seed=None, first_block=32, max_block=4096,
                         sampler=None, top_k=None, top_p=None):
         """Like `generate`, but yields the continuation as strings of growing length (cheaper to print)."""
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
                 or not math.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         top_k, top_p = samplers.check_top_k(top_k), samplers.check_top_p(top_p)
         name, pick = samplers.resolve(sampler)
+        if (pick is samplers.top_k_default and top_k is not None) or \
+                (pick is samplers.top_p_default and top_p is not None):
+            pick = samplers.temperature    # "top-k" with top_k=K is top-k with K: the cut, then a draw
         if self.vocab_size == 0:
             raise ValueError("the model has an empty vocabulary: train it on some text first")
         kernel = self.kernel()

@@ -64,7 +64,7 @@ class Plugin:
         """Import the object; PluginError with a one-line message if that fails or it is no callable."""
         try:
             obj = self.entry_point.load()
-        except Exception as e:
+        except (Exception, SystemExit) as e:   # a module that calls sys.exit() on import
             msg = str(e).splitlines()[0] if str(e) else ""
             raise PluginError(f"{KIND[self.group]} plugin {self.name!r} ({self.value}, from {self.origin}) "
                               f"failed to load: {type(e).__name__}{': ' + msg if msg else ''}") from None

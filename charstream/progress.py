@@ -30,6 +30,7 @@ class Progress:
         self.start = self.last = self.last_sample = time.monotonic()
         self.trained0 = model.state.chunks * model.state.seq_length
         self._open_line = False
+        self._reported = None   # the record last reported: the end of a run does not repeat it
         self._losses = collections.deque(maxlen=window)   # (loss, seq_length) of recent chunks
         self.log, self.log_format = log, log_format
         if log is not None and log_format == "csv":
@@ -58,8 +59,12 @@ class Progress:
                 "chars_per_s": round((trained - self.trained0) / elapsed, 1), "vocab_size": record.vocab_size}
 
     def report(self, record, now=None):
+        """One progress line and one log row for `record` (nothing if it was just reported)."""
         now = time.monotonic() if now is None else now
         self.last = now
+        if record is self._reported:
+            return
+        self._reported = record
         f = self.figures(record, now)
         text = (f"chars {f['chars_trained']:,}  chunks {f['chunks']:,}  {f['chars_per_s']:,.0f} chars/s  "
                 f"loss {f['smooth_nats_per_char']:.3f} nats/char ({f['smooth_nats_per_char'] / LN2:.3f} bits/char)  "

@@ -14,6 +14,7 @@ character. The built-ins (entry points in the `charstream.samplers` group, like 
 probable, then to the nucleus, and renormalised before the sampler sees them.
 """
 import math
+import numbers
 import operator
 
 import numpy as np
@@ -47,7 +48,7 @@ def check_top_k(k):
 def check_top_p(p):
     if p is None:
         return None
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not (0 < p <= 1) or math.isnan(p):
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not (0 < p <= 1) or math.isnan(p):
         raise ValueError(f"top_p must be a number in (0, 1], got {p!r}")
     return float(p)
 
@@ -127,7 +128,7 @@ def pick_blocks(vocab, kernel, h, temp, name, pick, top_k, top_p, rng, n, max_bl
                 cut_top_p(p, top_p)
             try:
                 r = pick(p, rng)
-            except Exception as e:
+            except (Exception, SystemExit) as e:
                 raise CharstreamError(f"sampler {name!r} failed: {type(e).__name__}: {e}") from e
             try:
                 k = operator.index(r)

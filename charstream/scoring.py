@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .vocab import UNK, codepoints
+
 LN2 = math.log(2)
 
 
@@ -17,6 +19,8 @@ class Score:
     unknown: int = 0            # characters outside the vocabulary, skipped (not scored)
     window: int = 0             # window length in characters
     windows: list = field(default_factory=list)  # nats/char of each full window, scored from h = 0
+    as_unk: int = 0             # characters outside the vocabulary read as U+FFFD (scored as U+FFFD)
+    known: int = 0              # characters scored or used as context (predicted + 1, if any)
 
     @property
     def nats_per_char(self):
@@ -54,6 +58,10 @@ def score(model, texts, window=2000):
         idx = model._vocab.encode(text)
         known = np.ascontiguousarray(idx[idx >= 0], dtype=np.int32)
         result.unknown += len(idx) - len(known)
+        result.known += len(known)
+        unk = model._vocab.stoi.get(UNK)
+        if unk is not None:
+            result.as_unk += int(np.count_nonzero((idx == unk) & (codepoints(text) != ord(UNK))))
         if not len(known):
             continue
         seq = np.concatenate([last, known])

@@ -181,10 +181,12 @@ def open_source(source):
         opener = _opener(scheme, source)
         try:
             texts = opener(source)
+            if isinstance(texts, (str, bytes, bytearray, memoryview)):
+                texts = [texts]       # the whole text at once, not one character (or int) at a time
             it = iter(texts)
         except CharstreamError:
             raise
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise CharstreamError(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
         return _checked(it, source, scheme)
     if source == "-":
@@ -234,7 +236,7 @@ def _checked(it, source, scheme):
         raise
     except OSError as e:
         raise SourceFailed(f"{source}: {e.strerror or _one_line(e)}") from None
-    except Exception as e:
+    except (Exception, SystemExit) as e:
         raise SourceFailed(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
 
 

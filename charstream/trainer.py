@@ -1,13 +1,14 @@
 """The online trainer: consecutive chunks of a text stream, trained as they arrive."""
 import itertools
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import CharstreamWarning, NonFiniteError
-from .vocab import codepoints
+from .vocab import codepoints, replace_surrogates
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,11 @@ class Trainer:
         lr = st.learning_rate if learning_rate is None else learning_rate
         if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
             raise ValueError(f"seq_length must be a positive integer, got {T!r}")
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"learning_rate must be a positive number, got {lr!r}")
         self.model = model
+        if int(T) != st.seq_length and not math.isnan(st.smooth_loss):
+            st.smooth_loss *= int(T) / st.seq_length   # it is per chunk: keep its nats/char
         st.seq_length, st.learning_rate = int(T), float(lr)
 
     @property
@@ -66,7 +69,7 @@ class Trainer:
                 if not isinstance(text, str):
                     raise TypeError(f"train() takes an iterable of str, got {type(text).__name__}")
                 if text:
-                    cps = np.concatenate([cps[s:], drop(codepoints(text))])
+                    cps = np.concatenate([cps[s:], drop(self._decoded(codepoints(text)))])
                     s = 0
                     st.tail = cps            # the state is whole whenever the trainer waits for text
                     st.chars_seen += len(text)
@@ -97,6 +100,15 @@ class Trainer:
             st.tail = np.ascontiguousarray(cps[s:], dtype=np.uint32)
         model.grow(_unknown_chars(model, st.tail))
 
+
+    def _decoded(self, cps):
+        """Lone surrogates (undecodable bytes smuggled in by errors="surrogateescape") become
+        U+FFFD, as invalid UTF-8 does in the byte sources; warned once per trainer."""
+        if replace_surrogates(cps) and not getattr(self, "_warned_surrogates", False):
+            self._warned_surrogates = True
+            warnings.warn("the text has lone surrogates (bytes that were not UTF-8, decoded with "
+                          "errors='surrogateescape'?): read as U+FFFD", CharstreamWarning, stacklevel=4)
+        return cps
 
     def sample(self, length=200, seed="", temperature=1.0, random_seed=None):
         """A sample of `length` characters from the live model, drawn on its own hidden state and

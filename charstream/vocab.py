@@ -17,6 +17,17 @@ def codepoints(text):
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.uint32)
 
 
+def replace_surrogates(cps):
+    """Set the lone surrogates in `cps` (code points U+D800..U+DFFF, which is what undecodable bytes
+    become in text read with errors="surrogateescape", e.g. `sys.stdin` under LANG=C) to U+FFFD, in
+    place, as the byte sources do with bytes that are not UTF-8. Return how many there were."""
+    bad = (cps >= 0xD800) & (cps <= 0xDFFF)
+    n = int(np.count_nonzero(bad))
+    if n:
+        cps[bad] = ord(UNK)
+    return n
+
+
 def to_text(cps):
     """Inverse of `codepoints`."""
     return np.asarray(cps, dtype="<u4").tobytes().decode("utf-32-le", "surrogatepass")
@@ -86,6 +97,15 @@ class Vocab:
             self._cps = np.concatenate([self._cps, codepoints("".join(new))])
         return new
 
+    def forget_unk_readings(self):
+        """Undo "reads as UNK for good" for characters that are not UNK itself: after the cap is
+        raised or the vocabulary reopened they may join, exactly as after saving and loading."""
+        unk = self.stoi.get(UNK)
+        if unk is not None:
+            self._lut[self._lut == unk] = -1
+            self._lut[ord(UNK)] = unk
+        self.capped = False
+
     def lookup(self, cps):
         """(n,) uint32 code points -> (n,) int32 indices, -1 where a character is not resolved yet."""
         return self._lut[cps]
@@ -97,7 +117,9 @@ class Vocab:
     def encode(self, text):
         """The indices of `text` as the vocabulary stands, without growing it: known characters,
         UNK for the ones that could no longer join, -1 for the rest."""
-        idx = self.lookup(codepoints(text))
+        cps = codepoints(text)
+        replace_surrogates(cps)
+        idx = self.lookup(cps)
         if UNK in self.stoi and (self.fixed or len(self.itos) >= self.max_size - 1):
             idx[idx < 0] = self.stoi[UNK]
         return idx

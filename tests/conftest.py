@@ -28,4 +28,7 @@ def isolated_model_home(tmp_path, monkeypatch):
     """No test touches the user's default model: CHARSTREAM_MODEL points into tmp_path."""
     monkeypatch.setenv("CHARSTREAM_MODEL", str(tmp_path / "default-model.npz"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    # Plugins installed on the machine (a user's, a third party's) are not the tests' business: only
+    # the tests' own fake distribution may load (test_plugins.DIST).
+    monkeypatch.setenv("CHARSTREAM_PLUGINS", "fake-charstream-plugin")
     yield

@@ -238,6 +238,7 @@ def first(probs, rng):
 @pytest.mark.parametrize("target", ["importlib.metadata.entry_points", "charstream.plugins.entry_points"])
 def test_a_replaced_entry_points_function_registers_and_unregisters(monkeypatch, target):
     from importlib import metadata
+    monkeypatch.delenv("CHARSTREAM_PLUGINS")   # hand-made entry points belong to no distribution
     real = metadata.entry_points
     fake = [metadata.EntryPoint("shout", "test_plugins:shout", plugins.SOURCES),
             metadata.EntryPoint("first", "test_plugins:first", plugins.SAMPLERS)]

@@ -13,11 +13,17 @@ def repeat_sources(sources, passes):
     """The sources list repeated `passes` times; only regular files can be read again."""
     if passes == 1:
         return list(sources)
-    streams = [s for s in sources if not os.path.isfile(s)]
+    streams = [s for s in sources if not os.path.isfile(_path_of(s))]
     if streams:
         raise click.BadParameter(f"{streams[0]} is a stream, which cannot be read twice; "
                                  f"--passes needs file sources", param_hint="--passes")
     return list(sources) * passes
+
+
+def _path_of(source):
+    """The path a file source reads: PATH itself, or the PATH of file://PATH (any case of the scheme)."""
+    from ..sources import _file_path, scheme_of
+    return _file_path("file://" + source.split("://", 1)[1]) if scheme_of(source) == "file" else source
 
 
 def limit_chars(texts, n):

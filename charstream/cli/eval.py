@@ -17,16 +17,20 @@ from .common import fail, load_model, model_option, resolve_model_path, show_war
               help="Characters per fresh-state window for the median score.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 def eval_(sources, model_path, window, as_json):
-    """Score SOURCEs (paths, or - for stdin) without training: nats/char, bits/char, perplexity.
+    """Score SOURCEs without training: nats/char, bits/char, perplexity. SOURCEs are those of
+    `charstream train`: paths, - for stdin (the default), tcp://HOST:PORT, file://PATH, or a plugin's
+    SCHEME://...
 
     The hidden state is carried through the whole text. Because a vanilla RNN's state can saturate
     on text unlike its training data, the median over fresh-state windows is reported too.
-    Characters the model has never seen are counted and skipped.
+    Characters the model has never seen are counted and skipped (or, when its vocabulary is full or
+    fixed and holds U+FFFD, read as U+FFFD, as training reads them, and counted as such).
 
     \b
     Examples:
       charstream eval held-out.txt
       tail -n 1000 app.log | charstream eval - --model log.npz --json
+      charstream eval tcp://127.0.0.1:5000 --window 500
     """
     show_warnings()
     sources = sources or ("-",)
@@ -46,11 +50,15 @@ def eval_(sources, model_path, window, as_json):
         raise click.ClickException(f"reading input failed: {e.strerror or e}") from None
     if result.predicted == 0:
         raise click.ClickException(
-            "no text to score: " + ("the input was empty" if not result.unknown else
-                                    f"all {result.unknown:,} characters are outside the model's vocabulary"))
+            "no text to score: " + ("the input was empty" if not result.known and not result.unknown else
+                                    f"all {result.unknown:,} characters are outside the model's vocabulary"
+                                    if not result.known else
+                                    "only one character the model knows, and nothing after it to predict"
+                                    + (f" ({result.unknown:,} outside the vocabulary)" if result.unknown else "")))
     figures = {
         "chars_scored": result.predicted,
         "unknown_chars": result.unknown,
+        "chars_read_as_unk": result.as_unk,
         "nats_per_char": result.nats_per_char,
         "bits_per_char": result.bits_per_char,
         "perplexity": result.perplexity,
@@ -62,10 +70,15 @@ def eval_(sources, model_path, window, as_json):
     if as_json:
         click.echo(json.dumps(figures))
         return
-    click.echo(f"{result.predicted:,} characters scored, {result.unknown:,} outside the vocabulary (skipped)")
+    click.echo(f"{_n(result.predicted, 'character')} scored, {result.unknown:,} outside the vocabulary (skipped)"
+               + (f"; {_n(result.as_unk, 'character')} outside it read as U+FFFD" if result.as_unk else ""))
     click.echo(f"whole text:  {result.nats_per_char:.4f} nats/char  {result.bits_per_char:.4f} bits/char  "
                f"perplexity {result.perplexity:.3f}")
-    label = f"median of {len(result.windows)} windows of {window:,}" if result.windows else \
+    label = f"median of {_n(len(result.windows), 'window')} of {window:,}" if result.windows else \
         f"median window (text shorter than {window:,}: whole text)"
     click.echo(f"{label}:  {result.median_window:.4f} nats/char  "
                f"{result.median_window / math.log(2):.4f} bits/char")
+
+
+def _n(n, noun):
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")

@@ -18,8 +18,8 @@ from .common import (FiniteFloat, Terminated, fail, load_model, model_option, qu
 @click.option("--temperature", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True,
               help="Below 1 is more conservative, above 1 more adventurous.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, metavar="K",
-              help="Sample only among the K most probable characters.")
-@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=None, metavar="P",
+              help="Sample only among the K most probable characters (with --sampler top-k: its K, default 40).")
+@click.option("--top-p", type=FiniteFloat(min=0, max=1, min_open=True), default=None, metavar="P",
               help="Sample only from the most probable characters whose probabilities add up to P (nucleus).")
 @click.option("--sampler", default="temperature", show_default=True, metavar="NAME",
               help="How the next character is picked: temperature (draw from the probabilities), "
@@ -77,7 +77,7 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
             if left is not None:
                 block = block[:left]
                 left -= len(block)
-            out.write(block.encode("utf-8"))
+            out.write(_utf8(block))
             out.flush()
             if left == 0:
                 break
@@ -89,3 +89,19 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
     except CharstreamError as e:   # a sampler plugin that fails or returns a bad index
         out.flush()
         raise fail(e)
+
+
+def _utf8(text):
+    """UTF-8 bytes of generated text. A lone surrogate (only in a vocabulary from an older model file
+    that learned surrogate-escaped bytes) is written back as the byte it stands for, else as U+FFFD."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return b"".join(_char_bytes(c) for c in text)
+
+
+def _char_bytes(c):
+    try:
+        return c.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return "\ufffd".encode("utf-8")

@@ -2,11 +2,23 @@
 import json
 import math
 import os
+import unicodedata
 
 import click
 
 from ..store import FORMAT_VERSION
 from .common import load_model, model_option, resolve_model_path
+
+
+FIRST_WEIGHT = 0.999   # the smoothed loss starts at the first chunk's loss, then s = 0.999 s + 0.001 loss
+
+
+def _shown(c):
+    """A vocabulary character as the preview shows it: escaped when it is invisible or would merge
+    with its neighbour on screen (controls, format characters, combining marks, emoji modifiers)."""
+    if c.isprintable() and not unicodedata.category(c).startswith("M") and not 0x1F3FB <= ord(c) <= 0x1F3FF:
+        return c
+    return c.encode("unicode_escape").decode("ascii")
 
 
 def describe(model, path):
@@ -39,7 +51,8 @@ def describe(model, path):
 def info(model_path, as_json):
     """Describe a model: sizes, vocabulary, training so far, recent loss, file.
 
-    The recent loss is min-char-rnn's smoothed loss (an average over roughly the last 1,000 chunks).
+    The recent loss is min-char-rnn's smoothed loss (an average over roughly the last 1,000 chunks,
+    which starts at the first chunk's loss: on a young model it still leans on that one, as shown).
 
     \b
     Examples:
@@ -51,13 +64,16 @@ def info(model_path, as_json):
     if as_json:
         click.echo(json.dumps(d, ensure_ascii=False))
         return
-    preview = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                      for c in d["vocab_preview"])
+    preview = "".join(map(_shown, d["vocab_preview"]))
     recent = ("n/a (nothing trained yet)" if d["recent_nats_per_char"] is None else
               f"{d['recent_nats_per_char']:.4f} nats/char ({d['recent_bits_per_char']:.4f} bits/char)")
+    first = FIRST_WEIGHT ** d["chunks_trained"]
+    if d["recent_nats_per_char"] is not None and first >= 0.05:
+        recent += (f", min-char-rnn's smoothed loss: after {d['chunks_trained']:,} chunks "
+                   f"{first:.0%} of it is still the first chunk's loss")
     click.echo(f"model          {d['path']}  ({d['file_bytes']:,} bytes, format {d['format_version']})")
     click.echo(f"hidden size    {d['hidden_size']}")
-    click.echo(f"vocabulary     {d['vocab_size']} characters: {preview}"
+    click.echo(f"vocabulary     {d['vocab_size']} character{'' if d['vocab_size'] == 1 else 's'}: {preview}"
                + ("..." if d["vocab_size"] > 80 else ""))
     click.echo(f"parameters     {d['parameters']:,}")
     click.echo(f"training       seq_length {d['seq_length']}, learning rate {d['learning_rate']:g}")
