@@ -9,7 +9,7 @@ import sys
 
 def read(path):
     with open(path, encoding="utf-8") as f:
-        if path.endswith(".csv"):
+        if path.lower().endswith(".csv"):
             return list(csv.DictReader(f))
         return [json.loads(line) for line in f if line.strip()]
 

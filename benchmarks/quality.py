@@ -54,11 +54,14 @@ def run_charstream(train_path, seconds, hidden, passes, lr, seed, workdir):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--corpus", default=DEFAULT_CORPUS)
+    ap.add_argument("--corpus", default=os.environ.get("CHARSTREAM_CORPUS", DEFAULT_CORPUS),
+                    help="text file (default: $CHARSTREAM_CORPUS, else tiny-shakespeare in ../shared beside the repo)")
     ap.add_argument("--configs", default="100:20,128:20", help="comma-separated H:max-passes[:learning-rate]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seconds", type=float, default=None, help="budget (default: the oracle's measured time)")
     args = ap.parse_args(argv)
+    if not os.path.isfile(args.corpus):
+        ap.error(f"{args.corpus}: no such file; give --corpus PATH")
     text = open(args.corpus, encoding="utf-8").read()
     cut = int(len(text) * 0.9)
     train_text, held = text[:cut], text[cut:]

@@ -26,6 +26,7 @@ class TrainState:
     learning_rate: float = 0.1     # Adagrad step size
     chunks: int = 0                # chunks trained
     chars_seen: int = 0            # characters received, the tail included
+    chars_trained: int = 0         # chunk inputs trained: the sum of each chunk's seq_length
     smooth_loss: float = math.nan  # min-char-rnn's 0.999/0.001 running loss per chunk, nan until one trains
 
 

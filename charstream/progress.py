@@ -28,7 +28,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.start = self.last = self.last_sample = time.monotonic()
-        self.trained0 = model.state.chunks * model.state.seq_length
+        self.trained0 = model.state.chars_trained
         self._open_line = False
         self._reported = None   # the record last reported: the end of a run does not repeat it
         self._losses = collections.deque(maxlen=window)   # (loss, seq_length) of recent chunks
@@ -52,7 +52,7 @@ class Progress:
         elapsed = max(now - self.start, 1e-9)
         window = (sum(l for l, _ in self._losses) / sum(t for _, t in self._losses)
                   if self._losses else math.nan)
-        trained = st.chunks * record.seq_length
+        trained = st.chars_trained
         return {"time": round(time.time(), 3), "elapsed_s": round(elapsed, 3), "chars_seen": st.chars_seen,
                 "chars_trained": trained, "chunks": st.chunks, "smooth_nats_per_char": record.smooth_loss / record.seq_length,
                 "window_nats_per_char": window, "window_bits_per_char": window / LN2,

@@ -93,6 +93,7 @@ def _to_arrays(model):
         "learning_rate": st.learning_rate,
         "chunks": st.chunks,
         "chars_seen": st.chars_seen,
+        "chars_trained": st.chars_trained,
         "smooth_loss": None if math.isnan(st.smooth_loss) else st.smooth_loss,
         "rng": model.rng.bit_generator.state,
         "max_vocab": model.max_vocab,
@@ -196,11 +197,12 @@ def _from_arrays(path, a):
         T = int(meta["seq_length"])
         lr = float(meta["learning_rate"])
         chunks, chars_seen = int(meta["chunks"]), int(meta["chars_seen"])
+        chars_trained = int(meta.get("chars_trained", chunks * T))   # absent before 0.1.0 final
         smooth = math.nan if meta["smooth_loss"] is None else float(meta["smooth_loss"])
         rng_state = meta["rng"]
     except (KeyError, TypeError, ValueError):
         raise bad("corrupt model file (bad 'meta')") from None
-    if H < 1 or T < 1 or not (lr > 0 and math.isfinite(lr)) or chunks < 0 or chars_seen < 0:
+    if H < 1 or T < 1 or not (lr > 0 and math.isfinite(lr)) or chunks < 0 or chars_seen < 0 or chars_trained < 0:
         raise bad("corrupt model file (out-of-range hyperparameters)")
     vocab = a["vocab"]
     if vocab.dtype != np.uint32 or vocab.ndim != 1:
@@ -240,7 +242,8 @@ def _from_arrays(path, a):
     model.params = {k: np.ascontiguousarray(a[k]) for k in PARAM_NAMES}
     model.state = TrainState(mem={k: np.ascontiguousarray(a["m" + k]) for k in PARAM_NAMES},
                              hprev=np.ascontiguousarray(a["hprev"]), tail=tail.copy(), seq_length=T,
-                             learning_rate=lr, chunks=chunks, chars_seen=chars_seen, smooth_loss=smooth)
+                             learning_rate=lr, chunks=chunks, chars_seen=chars_seen,
+                             chars_trained=chars_trained, smooth_loss=smooth)
     return model
 
 

@@ -16,7 +16,7 @@ class Record:
     """What one trained chunk reports."""
 
     chunk: int           # chunks trained so far, this one included
-    chars: int           # characters trained so far as inputs (chunk * seq_length over a run)
+    chars: int           # characters trained so far as inputs (the sum of each chunk's seq_length)
     loss: float          # this chunk's summed cross-entropy in nats, computed before it trained
     smooth_loss: float   # min-char-rnn's smoothed loss: 0.999 * previous + 0.001 * loss
     vocab_size: int      # V after this chunk's characters joined
@@ -93,9 +93,10 @@ class Trainer:
                     s += T
                     st.tail = cps[s:]        # a consistent state at every yield, for checkpoints
                     st.chunks += 1
+                    st.chars_trained += T
                     st.smooth_loss = (loss if math.isnan(st.smooth_loss)
                                       else 0.999 * st.smooth_loss + 0.001 * loss)
-                    yield Record(st.chunks, st.chunks * T, loss, st.smooth_loss, model.vocab_size, T)
+                    yield Record(st.chunks, st.chars_trained, loss, st.smooth_loss, model.vocab_size, T)
         finally:
             st.tail = np.ascontiguousarray(cps[s:], dtype=np.uint32)
         model.grow(_unknown_chars(model, st.tail))

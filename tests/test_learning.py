@@ -164,3 +164,21 @@ def test_live_samples_do_not_disturb_training(shakespeare):
             samples.append(tr.sample(50, random_seed=r.chunk))
     assert len(samples) == 5 and all(len(s) == 50 for s in samples)
     assert_same_model(m, ref)
+
+
+def test_chars_trained_counts_each_chunk_at_its_own_seq_length(tmp_path, shakespeare):
+    path = tmp_path / "t.npz"
+    assert invoke("train", "-", "--model", path, "--hidden-size", 8, input=shakespeare[:1001]).exit_code == 0
+    assert invoke("train", "-", "--model", path, "--seq-length", 100, input=shakespeare[1001:3001]).exit_code == 0
+    d = json.loads(invoke("info", "--model", path, "--json").stdout)
+    assert d["chunks_trained"] == 40 + 20
+    assert d["chars_trained"] == 40 * 25 + 20 * 100 == d["chars_seen"] - d["untrained_tail"]
+    assert charstream.load(path).state.chars_trained == 3000
+
+
+def test_a_log_named_in_upper_case_csv_is_csv(tmp_path, shakespeare):
+    log = tmp_path / "LOSS.CSV"
+    r = invoke("train", "-", "--model", tmp_path / "u.npz", "--hidden-size", 8, "--report-every", 0, "--log", log,
+               input=shakespeare[:500])
+    assert r.exit_code == 0
+    assert log.read_text().splitlines()[0].startswith("time,elapsed_s,")

@@ -38,7 +38,7 @@ def describe(model, path):
         "learning_rate": st.learning_rate,
         "chars_seen": st.chars_seen,
         "chunks_trained": st.chunks,
-        "chars_trained": st.chunks * st.seq_length,
+        "chars_trained": st.chars_trained,
         "untrained_tail": int(len(st.tail)),
         "recent_nats_per_char": recent,
         "recent_bits_per_char": None if recent is None else recent / math.log(2),

@@ -168,7 +168,7 @@ def _train(model, path, trainer, sources, listener, interrupts, checkpoint_every
     seen0, chunks0 = model.state.chars_seen, model.state.chunks
     log = _open_log(log_path)
     progress = Progress(model, every=report_every, sample_every=sample_every, log=log,
-                        log_format="csv" if log_path and log_path.endswith(".csv") else "jsonl")
+                        log_format="csv" if log_path and log_path.lower().endswith(".csv") else "jsonl")
     checkpoint = Checkpoint(model, path, checkpoint_every, interrupts)
     deadline = Deadline(max_seconds)
 
