@@ -91,7 +91,8 @@ def test_train_with_stderr_closed_still_saves(tmp_path, shakespeare):
     (tmp_path / "a.txt").write_text(shakespeare[:5000])
     p = subprocess.Popen([sys.executable, "-m", "charstream", "train", str(tmp_path / "a.txt"), "--model",
                           str(tmp_path / "m.npz"), "--hidden-size", "8", "--report-every", "0"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         cwd=tmp_path)   # not the repo root, whose source folder would shadow the package
     try:
         p.stderr.close()            # `charstream train ... 2>&1 | head -0`
         p.wait(timeout=60)
@@ -206,7 +207,7 @@ def test_plot_script_without_matplotlib_says_what_it_needs(tmp_path):
     code = ("import runpy, sys; sys.modules['matplotlib'] = None; "
             f"sys.argv = ['plot_log.py', {str(tmp_path / 'loss.jsonl')!r}, {str(tmp_path / 'o.png')!r}]; "
             f"runpy.run_path({str(script)!r}, run_name='__main__')")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         "Error: plot_log.py needs matplotlib, which charstream does not install: pip install matplotlib"]
 
