@@ -101,7 +101,6 @@ class Trainer:
             st.tail = np.ascontiguousarray(cps[s:], dtype=np.uint32)
         model.grow(_unknown_chars(model, st.tail))
 
-
     def _decoded(self, cps):
         """Lone surrogates (undecodable bytes smuggled in by errors="surrogateescape") become
         U+FFFD, as invalid UTF-8 does in the byte sources; warned once per trainer."""
