@@ -226,10 +226,15 @@ def test_one_writer_many_readers_and_no_stale_lock_after_kill_9(tmp_path, shakes
     assert not (tmp_path / "w.npz.lock").exists()
 
 
+def _train_small(path, shakespeare):
+    """A small trained model at path, made by the command in its own process."""
+    r = _run(_cli("train", "-", "--model", path, "--hidden-size", "8", *QUIET), input=shakespeare[:2000].encode())
+    assert r.returncode == 0, r.stderr
+
+
 def test_generate_stops_cleanly_on_sigterm(tmp_path, shakespeare):
     path = tmp_path / "g.npz"
-    assert _run(_cli("train", "-", "--model", path, "--hidden-size", "8", *QUIET),
-                input=shakespeare[:2000].encode()).returncode == 0
+    _train_small(path, shakespeare)
     for sig, expected in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
         gen = _popen(_cli("generate", "--model", path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -358,8 +363,7 @@ def test_a_file_size_limit_while_saving_keeps_the_old_model(tmp_path, shakespear
 
 def test_generate_blocked_on_a_full_pipe_still_stops(tmp_path, shakespeare):
     path = tmp_path / "g.npz"
-    assert _run(_cli("train", "-", "--model", path, "--hidden-size", "8", *QUIET),
-                input=shakespeare[:2000].encode()).returncode == 0
+    _train_small(path, shakespeare)
     for sig, expected in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
         gen = _popen(_cli("generate", "--model", path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
