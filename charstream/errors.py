@@ -14,8 +14,9 @@ class NonFiniteError(CharstreamError):
 
 
 class SourceFailed(CharstreamError):
-    """A source that broke after its text began to arrive (a dropped connection, a failing plugin,
-    a read error): the text before the failure is good, so what was trained from it is kept."""
+    """A source that could not be opened or broke while it was read (a refused or dropped
+    connection, a failing plugin, a read error): the text before it is good, so what was trained
+    from it is kept (unlike input refused as binary)."""
 
 
 class CharstreamWarning(UserWarning):

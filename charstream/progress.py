@@ -25,8 +25,8 @@ class Progress:
                  window=100, log=None, log_format="jsonl"):
         self.model = model
         self.every, self.sample_every, self.sample_length = every, sample_every, sample_length
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.stream = stream if stream is not None else sys.stderr   # None: stderr closed (`2>&-`)
+        self.tty = self.stream is not None and self.stream.isatty()
         self.start = self.last = self.last_sample = time.monotonic()
         self.trained0 = model.state.chars_trained
         self._open_line = False

@@ -187,7 +187,7 @@ def open_source(source):
         except CharstreamError:
             raise
         except (Exception, SystemExit) as e:
-            raise CharstreamError(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
+            raise SourceFailed(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
         return _checked(it, source, scheme)
     if source == "-":
         if sys.stdin is None:
@@ -271,13 +271,13 @@ def open_tcp(source):
     try:
         sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
     except ConnectionRefusedError:
-        raise CharstreamError(f"{source}: connection refused (nothing listening on {host}:{port}?)") from None
+        raise SourceFailed(f"{source}: connection refused (nothing listening on {host}:{port}?)") from None
     except socket.gaierror:
-        raise CharstreamError(f"{source}: unknown host {host!r}") from None
+        raise SourceFailed(f"{source}: unknown host {host!r}") from None
     except socket.timeout:
-        raise CharstreamError(f"{source}: no answer within {CONNECT_TIMEOUT:g} s") from None
+        raise SourceFailed(f"{source}: no answer within {CONNECT_TIMEOUT:g} s") from None
     except OSError as e:
-        raise CharstreamError(f"{source}: cannot connect: {e.strerror or e}") from None
+        raise SourceFailed(f"{source}: cannot connect: {e.strerror or e}") from None
     sock.settimeout(None)   # a live stream may stay quiet for as long as it likes
     return _read_socket(sock, source)
 

@@ -64,6 +64,7 @@ class Trainer:
         drop = _Dropper(model)
         cps = drop(st.tail)          # code points from the first untrained input on
         s = 0                        # start of the next chunk in cps
+        kernel = None                # built once; again only when the vocabulary grows
         try:
             for text in itertools.chain([""], texts):   # "": first train what the tail holds
                 if not isinstance(text, str):
@@ -77,7 +78,6 @@ class Trainer:
                     continue
                 idx = model._vocab.lookup(cps)
                 unknown = _first_unknown(idx, s)
-                kernel = None
                 while s + T + 1 <= len(cps):
                     if unknown < s + T + 1:
                         model.grow(_unknown_chars(model, cps[s:s + T + 1]))

@@ -1,5 +1,4 @@
 """Shared fixtures: small texts copied into tests/data, and the numpy oracle on the path."""
-import os
 import sys
 from pathlib import Path
 

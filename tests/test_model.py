@@ -1,5 +1,4 @@
 """Model construction, the generator, and the model file's round trip and refusals."""
-import io
 import itertools
 import zipfile
 
@@ -7,7 +6,6 @@ import numpy as np
 import pytest
 
 import charstream
-import oracle
 from test_trainer import assert_same_model
 
 
@@ -153,7 +151,6 @@ def test_refusals(tmp_path):
 
 
 def test_pickled_file_runs_no_code(tmp_path):
-    import pickle
 
     class Boom:
         def __reduce__(self):

@@ -163,6 +163,7 @@ def _client(port, parts):
 
 def test_a_listener_reads_connections_one_after_another():
     listener = Listener("127.0.0.1:0", max_connections=3)
+    listener.sock.settimeout(TIMEOUT)   # a failed client must fail the test, not hang it
     port = int(listener.address.rsplit(":", 1)[1])
     ja = "はあ".encode()
 
@@ -217,6 +218,7 @@ def test_train_listen_trains_each_connection_and_saves_on_interrupt(tmp_path, sh
 
 def test_a_listener_warns_about_a_dropped_connection_and_goes_on():
     listener = Listener("127.0.0.1:0", max_connections=2)
+    listener.sock.settimeout(TIMEOUT)   # a failed client must fail the test, not hang it
     port = int(listener.address.rsplit(":", 1)[1])
 
     def clients():
@@ -239,6 +241,7 @@ def test_a_listener_on_ipv6_loopback():
         pytest.skip("no IPv6")
     try:
         listener = Listener("[::1]:0", max_connections=1)
+        listener.sock.settimeout(TIMEOUT)   # a failed client must fail the test, not hang it
     except CharstreamError:
         pytest.skip("no IPv6 loopback here")
     port = int(listener.address.rsplit(":", 1)[1])

@@ -44,6 +44,8 @@ def eval_(sources, model_path, window, as_json):
         raise click.ClickException("the model has an empty vocabulary: train it first")
     try:
         result = score(model, chain_sources(sources), window)
+    except KeyboardInterrupt:   # like train and generate: 130, no "Aborted!"
+        raise SystemExit(130) from None
     except CharstreamError as e:
         raise fail(e)
     except OSError as e:

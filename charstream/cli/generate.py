@@ -68,6 +68,8 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
         blocks = model.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p)
     except (ValueError, CharstreamError) as e:
         raise fail(e)
+    if sys.stdout is None:   # `>&-`
+        raise click.ClickException("stdout is closed: there is nowhere to write the text")
     out = sys.stdout.buffer
     try:
         out.write(seed.encode("utf-8", "surrogateescape"))

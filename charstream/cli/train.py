@@ -166,7 +166,7 @@ def _train(model, path, trainer, sources, listener, interrupts, checkpoint_every
     """Train until the stream ends, a budget runs out or a signal comes; signals wait while the
     model is mid-update."""
     seen0, chunks0 = model.state.chars_seen, model.state.chunks
-    log = _open_log(log_path)
+    log = _open_log(log_path)   # closed below; a failing run exits the process
     progress = Progress(model, every=report_every, sample_every=sample_every, log=log,
                         log_format="csv" if log_path and log_path.lower().endswith(".csv") else "jsonl")
     checkpoint = Checkpoint(model, path, checkpoint_every, interrupts)
@@ -219,8 +219,14 @@ def _train(model, path, trainer, sources, listener, interrupts, checkpoint_every
         progress.close_line()
         raise click.ClickException(f"out of memory (seq length {trainer.seq_length}, hidden size "
                                    f"{model.hidden_size}); {checkpoint.kept()}") from None
+    if log is not None:
+        log.close()
     if model.state.chars_seen == seen0:
-        raise click.ClickException(f"no text to train on: {', '.join(sources)} gave no characters; "
+        where = ", ".join(sources) or f"--listen {listener.address}"
+        if stopped:   # a budget ran out before any text came: not an error
+            say(f"{stopped}: no text arrived from {where}, the model was not changed")
+            return
+        raise click.ClickException(f"no text to train on: {where} gave no characters; "
                                    f"the model was not changed")
     if record is not None:
         progress.report(record)
