@@ -217,11 +217,13 @@ def _one_line(e):
 
 def _checked(it, source, scheme):
     """A plugin's texts as str: bytes decoded as UTF-8 (incrementally), failures as CharstreamError."""
-    dec = None
+    dec = sniff = None
     try:
         for text in it:
             if isinstance(text, (bytes, bytearray, memoryview)):
                 dec = dec or Utf8Decoder(source)
+                sniff = sniff or TextSniffer(source)   # bytes from a plugin meet the binary policy too
+                sniff.feed(bytes(text))
                 text = dec.decode(bytes(text))
             elif not isinstance(text, str):
                 raise CharstreamError(f"{source}: the {scheme!r} source yielded {type(text).__name__}, "
@@ -229,6 +231,7 @@ def _checked(it, source, scheme):
             if text:
                 yield text
         if dec is not None:
+            sniff.feed(b"", final=True)
             text = dec.decode(b"", final=True)
             if text:
                 yield text

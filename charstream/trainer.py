@@ -81,7 +81,8 @@ class Trainer:
                 while s + T + 1 <= len(cps):
                     if unknown < s + T + 1:
                         model.grow(_unknown_chars(model, cps[s:s + T + 1]))
-                        idx[s:] = model._vocab.lookup(cps[s:])
+                        bad = s + np.flatnonzero(idx[s:] < 0)   # only the unknown ones can change
+                        idx[bad] = model._vocab.lookup(cps[bad])
                         unknown = _first_unknown(idx, s)
                         kernel = None
                     if kernel is None:

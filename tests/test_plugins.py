@@ -259,3 +259,8 @@ def test_a_replaced_entry_points_function_registers_and_unregisters(monkeypatch,
 def test_plugins_help_shows_an_example():
     r = CliRunner().invoke(main, ["plugins", "--help"])
     assert r.exit_code == 0 and "Example" in r.output and "charstream plugins" in r.output
+
+
+def test_bytes_from_a_source_plugin_meet_the_binary_policy(fake_dist):
+    with pytest.raises(charstream.CharstreamError, match="looks like a binary file"):
+        list(open_source("repeat://ab\x00*5"))   # its second piece is bytes holding a NUL
