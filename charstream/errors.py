@@ -19,5 +19,11 @@ class SourceFailed(CharstreamError):
     from it is kept (unlike input refused as binary)."""
 
 
+def one_line(e):
+    """`TypeName: first line of the message` (just the type name when there is no message)."""
+    msg = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
 class CharstreamWarning(UserWarning):
     """Input that can still be used, after a documented repair (e.g. invalid UTF-8 replaced)."""

@@ -29,7 +29,7 @@ from importlib.metadata import entry_points   # replaceable, like importlib.meta
 
 _STDLIB_ENTRY_POINTS = entry_points
 
-from .errors import CharstreamError, CharstreamWarning
+from .errors import CharstreamError, CharstreamWarning, one_line
 
 SOURCES = "charstream.sources"
 SAMPLERS = "charstream.samplers"
@@ -65,9 +65,8 @@ class Plugin:
         try:
             obj = self.entry_point.load()
         except (Exception, SystemExit) as e:   # a module that calls sys.exit() on import
-            msg = str(e).splitlines()[0] if str(e) else ""
             raise PluginError(f"{KIND[self.group]} plugin {self.name!r} ({self.value}, from {self.origin}) "
-                              f"failed to load: {type(e).__name__}{': ' + msg if msg else ''}") from None
+                              f"failed to load: {one_line(e)}") from None
         if not callable(obj):
             raise PluginError(f"{KIND[self.group]} plugin {self.name!r} ({self.value}, from {self.origin}) "
                               f"is not callable")

@@ -7,7 +7,8 @@ import math
 import sys
 import time
 
-LN2 = math.log(2)
+from .scoring import LN2
+
 LOG_FIELDS = ("time", "elapsed_s", "chars_seen", "chars_trained", "chunks", "smooth_nats_per_char", "window_nats_per_char",
               "window_bits_per_char", "chars_per_s", "vocab_size")
 

@@ -25,7 +25,7 @@ import threading
 import warnings
 
 from . import plugins
-from .errors import CharstreamError, CharstreamWarning, SourceFailed
+from .errors import CharstreamError, CharstreamWarning, SourceFailed, one_line
 
 BLOCK = 1 << 16     # bytes per read: a pipe's read returns as soon as anything has arrived
 SNIFF = 8000        # bytes at the start of each source checked for signs of a binary file
@@ -39,7 +39,6 @@ class Utf8Decoder:
         self.name = name
         self.offset = 0  # bytes fed so far
         self._dec = codecs.getincrementaldecoder("utf-8")("strict")
-        self.replacing = False
         self.defer_warning = defer_warning  # keep the warning for `warn()`, e.g. until a TextSniffer decides
         self.pending_warning = None
 
@@ -55,7 +54,6 @@ class Utf8Decoder:
                 self.warn()
             self._dec = codecs.getincrementaldecoder("utf-8")("replace")
             self._dec.setstate(state)
-            self.replacing = True
             text = self._dec.decode(data, final)
         self.offset += len(data)
         return text
@@ -187,7 +185,7 @@ def open_source(source):
         except CharstreamError:
             raise
         except (Exception, SystemExit) as e:
-            raise SourceFailed(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
+            raise SourceFailed(f"{source}: the {scheme!r} source failed: {one_line(e)}") from None
         return _checked(it, source, scheme)
     if source == "-":
         if sys.stdin is None:
@@ -208,11 +206,6 @@ def _read_path(path):
         raise CharstreamError(f"{path}: {e.strerror}") from None
     with f:
         yield from read_stream(f, path, BLOCK * 16)
-
-
-def _one_line(e):
-    msg = str(e).splitlines()[0] if str(e) else ""
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
 def _checked(it, source, scheme):
@@ -238,9 +231,9 @@ def _checked(it, source, scheme):
     except CharstreamError:
         raise
     except OSError as e:
-        raise SourceFailed(f"{source}: {e.strerror or _one_line(e)}") from None
+        raise SourceFailed(f"{source}: {e.strerror or one_line(e)}") from None
     except (Exception, SystemExit) as e:
-        raise SourceFailed(f"{source}: the {scheme!r} source failed: {_one_line(e)}") from None
+        raise SourceFailed(f"{source}: the {scheme!r} source failed: {one_line(e)}") from None
 
 
 def _file_path(source):

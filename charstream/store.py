@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import ModelFileError
 from .model import PARAM_NAMES, Model, TrainState
-from .vocab import DEFAULT_MAX_VOCAB, MAX_CODEPOINT, to_text
+from .vocab import DEFAULT_MAX_VOCAB, MAX_CODEPOINT, Vocab, to_text
 
 FORMAT = "charstream-model"
 FORMAT_VERSION = 1
@@ -229,12 +229,11 @@ def _from_arrays(path, a):
         raise bad("corrupt model file (bad max_vocab or fixed_vocab)")
 
     model = Model.__new__(Model)
-    from .vocab import Vocab
     try:
         model._vocab = Vocab(list(to_text(vocab)), max_vocab, fixed_vocab)
     except (UnicodeDecodeError, ValueError):
         raise bad("corrupt model file (vocab is not valid text)") from None
-    model.rng = np.random.default_rng()
+    model.rng = np.random.default_rng(0)   # its state is set from the file next
     try:
         model.rng.bit_generator.state = rng_state
     except Exception:

@@ -1,11 +1,10 @@
 """`charstream eval`: score text with a model without training it."""
 import json
-import math
 
 import click
 
 from ..errors import CharstreamError
-from ..scoring import score
+from ..scoring import LN2, score
 from ..sources import chain_sources, check_source
 from .common import fail, load_model, model_option, resolve_model_path, show_warnings
 
@@ -67,7 +66,7 @@ def eval_(sources, model_path, window, as_json):
         "window": window,
         "windows": len(result.windows),
         "median_window_nats_per_char": result.median_window,
-        "median_window_bits_per_char": result.median_window / math.log(2),
+        "median_window_bits_per_char": result.median_window / LN2,
     }
     if as_json:
         click.echo(json.dumps(figures))
@@ -79,7 +78,7 @@ def eval_(sources, model_path, window, as_json):
     label = f"median of {_n(len(result.windows), 'window')} of {window:,}" if result.windows else \
         f"median window (text shorter than {window:,}: whole text)"
     click.echo(f"{label}:  {result.median_window:.4f} nats/char  "
-               f"{result.median_window / math.log(2):.4f} bits/char")
+               f"{result.median_window / LN2:.4f} bits/char")
 
 
 def _n(n, noun):

@@ -6,6 +6,7 @@ import unicodedata
 
 import click
 
+from ..scoring import LN2
 from ..store import FORMAT_VERSION
 from .common import load_model, model_option, resolve_model_path
 
@@ -41,7 +42,7 @@ def describe(model, path):
         "chars_trained": st.chars_trained,
         "untrained_tail": int(len(st.tail)),
         "recent_nats_per_char": recent,
-        "recent_bits_per_char": None if recent is None else recent / math.log(2),
+        "recent_bits_per_char": None if recent is None else recent / LN2,
     }
 
 
