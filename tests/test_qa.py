@@ -275,29 +275,40 @@ def test_readme_open_recipe_gives_the_api_what_the_command_line_trains_on(tmp_pa
 
 # -- plugins that call sys.exit()
 
-@pytest.fixture
-def exiting_dist(tmp_path, monkeypatch):
+def _install_dist(site, monkeypatch, module, code, entry_points):
+    """A plugin distribution on sys.path, as pip leaves one, that only it may load; undo with _uninstall."""
+    import importlib
+    site.mkdir()
+    (site / f"{module}.py").write_text(code)
+    dist = module.replace("_", "-")
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("CHARSTREAM_PLUGINS", dist)
+    importlib.invalidate_caches()
+
+
+def _uninstall(module):
     import importlib
     import sys
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "qa_exiting_plugin.py").write_text(
-        "import sys\n"
-        "if __import__('os').environ.get('QA_EXIT_ON_IMPORT'):\n"
-        "    sys.exit('qa_exiting_plugin needs the foo library')\n"
-        "def pick(probs, rng):\n    sys.exit('pick gave up')\n"
-        "def src(source):\n    yield 'some text '\n    sys.exit('feed gave up')\n")
-    info = site / "qa_exiting_plugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qa-exiting-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[charstream.samplers]\nexiter = qa_exiting_plugin:pick\n"
-                                           "[charstream.sources]\nexiter = qa_exiting_plugin:src\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("CHARSTREAM_PLUGINS", "qa-exiting-plugin")
+    sys.modules.pop(module, None)
     importlib.invalidate_caches()
+
+
+@pytest.fixture
+def exiting_dist(tmp_path, monkeypatch):
+    _install_dist(tmp_path / "site", monkeypatch, "qa_exiting_plugin",
+                  "import sys\n"
+                  "if __import__('os').environ.get('QA_EXIT_ON_IMPORT'):\n"
+                  "    sys.exit('qa_exiting_plugin needs the foo library')\n"
+                  "def pick(probs, rng):\n    sys.exit('pick gave up')\n"
+                  "def src(source):\n    yield 'some text '\n    sys.exit('feed gave up')\n",
+                  "[charstream.samplers]\nexiter = qa_exiting_plugin:pick\n"
+                  "[charstream.sources]\nexiter = qa_exiting_plugin:src\n")
     yield
-    sys.modules.pop("qa_exiting_plugin", None)
-    importlib.invalidate_caches()
+    _uninstall("qa_exiting_plugin")
 
 
 def test_a_plugin_that_exits_on_import_is_one_broken_plugin(exiting_dist, ja_model, monkeypatch):
@@ -321,22 +332,12 @@ def test_a_plugin_that_exits_while_running_is_one_error(exiting_dist, ja_model, 
 
 
 def test_a_source_plugin_may_return_its_whole_text_as_str_or_bytes(tmp_path, monkeypatch):
-    import importlib
-    import sys
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "qa_whole_plugin.py").write_text(
-        "TEXT = 'Привет, мир! 吾輩は猫である。 ' * 20\n"
-        "def as_str(source):\n    return TEXT\n"
-        "def as_bytes(source):\n    return TEXT.encode()\n")
-    info = site / "qa_whole_plugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: qa-whole-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[charstream.sources]\nwholestr = qa_whole_plugin:as_str\n"
-                                           "wholebytes = qa_whole_plugin:as_bytes\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("CHARSTREAM_PLUGINS", "qa-whole-plugin")
-    importlib.invalidate_caches()
+    _install_dist(tmp_path / "site", monkeypatch, "qa_whole_plugin",
+                  "TEXT = 'Привет, мир! 吾輩は猫である。 ' * 20\n"
+                  "def as_str(source):\n    return TEXT\n"
+                  "def as_bytes(source):\n    return TEXT.encode()\n",
+                  "[charstream.sources]\nwholestr = qa_whole_plugin:as_str\n"
+                  "wholebytes = qa_whole_plugin:as_bytes\n")
     try:
         from charstream.sources import open_source
         text = "Привет, мир! 吾輩は猫である。 " * 20
@@ -345,8 +346,7 @@ def test_a_source_plugin_may_return_its_whole_text_as_str_or_bytes(tmp_path, mon
         r = run("train", "wholebytes://x", "--model", tmp_path / "m.npz", "--hidden-size", "4")
         assert r.exit_code == 0, r.output
     finally:
-        sys.modules.pop("qa_whole_plugin", None)
-        importlib.invalidate_caches()
+        _uninstall("qa_whole_plugin")
 
 
 def test_a_new_seq_length_keeps_the_smoothed_loss_per_char(shakespeare):
