@@ -1,0 +1,87 @@
+"""A/B two builds of the kernel in one process: alternating rounds, the median ratio B/A first.
+
+    python setup.py build_ext -b /tmp/A          # the build to compare against
+    (change ext/ or setup.py)
+    python setup.py build_ext -b /tmp/B
+    python benchmarks/ab.py /tmp/A /tmp/B [--hidden-size 100] [--rounds 7]
+
+Each directory holds a `charstream/_rnn_step*.so` (what `build_ext -b DIR` writes). Both modules are
+loaded side by side under different names and drive the same parameters, so a noisy machine moves
+both alike: an A/A run reads 1.00 within 1%. `train` is `Kernel.train_chunk` over consecutive chunks
+(T=25) of tiny-shakespeare or the shipped corpus; `sample` is `Kernel.sample` in blocks of 4096.
+"""
+import argparse
+import glob
+import importlib.util
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench import corpus_text, repeat_to  # noqa: E402
+
+import charstream  # noqa: E402
+
+
+def load_build(d, name):
+    """The kernel module built into directory d, imported as `name`."""
+    paths = glob.glob(os.path.join(d, "charstream", "_rnn_step*.so")) or glob.glob(os.path.join(d, "_rnn_step*.so"))
+    if not paths:
+        sys.exit(f"ab.py: no charstream/_rnn_step*.so under {d} (build it with setup.py build_ext -b {d})")
+    spec = importlib.util.spec_from_file_location(f"{name}._rnn_step", paths[0])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def train_rate(mod, params, idx, H, T=25):
+    p = {k: v.copy() for k, v in params.items()}
+    mem = {k: np.zeros_like(v) for k, v in p.items()}
+    kernel, h = mod.Kernel(p, mem, T), np.zeros(H)
+    chunks = (len(idx) - 1) // T
+    t = time.perf_counter()
+    for c in range(chunks):
+        kernel.train_chunk(idx, c * T, h, 0.1)
+    return chunks * T / (time.perf_counter() - t)
+
+
+def sample_rate(mod, params, H, n=200_000, block=4096):
+    kernel, h = mod.Kernel(params, None, 25), np.zeros(H)
+    u, out = np.random.default_rng(0).random(n), np.empty(n, np.int32)
+    t = time.perf_counter()
+    for s in range(0, n, block):
+        kernel.sample(h, u[s:s + block], out[s:s + block], 1.0)
+    return n / (time.perf_counter() - t)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("--hidden-size", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--chars", type=int, default=100_000)
+    ap.add_argument("--corpus", default=None, help="text file (default: the shipped corpus)")
+    args = ap.parse_args(argv)
+    mods = (load_build(args.a, "build_a"), load_build(args.b, "build_b"))
+    text = corpus_text(args.corpus)
+    H = args.hidden_size
+    model = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
+    idx = model.encode(repeat_to(text, args.chars + 1)[:args.chars + 1]).astype(np.int32)
+    print(f"B = {args.b} vs A = {args.a}: H={H}, V={model.vocab_size}, T=25, median of {args.rounds} rounds")
+    for name, f in (("train", lambda m: train_rate(m, model.params, idx, H)),
+                    ("sample", lambda m: sample_rate(m, model.params, H))):
+        ra, rb = [], []
+        for _ in range(args.rounds):
+            ra.append(f(mods[0]))
+            rb.append(f(mods[1]))
+        ratio = statistics.median(y / x for x, y in zip(ra, rb))
+        print(f"{name:7} B/A {ratio:6.3f}   A {statistics.median(ra):11,.0f}/s   B {statistics.median(rb):11,.0f}/s")
+
+
+if __name__ == "__main__":
+    main()
