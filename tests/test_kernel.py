@@ -97,6 +97,28 @@ def test_adagrad_clips_and_steps():
         np.testing.assert_allclose(mem[n], emem[n], rtol=1e-12)
 
 
+@pytest.mark.parametrize("H,V", [(1, 1), (3, 7), (8, 9), (13, 21), (100, 65)])
+def test_adagrad_matches_oracle_on_every_length(H, V):
+    # array lengths 1 .. 10,000: the eight-at-a-time path, its tail, and arrays with no full vector
+    rng = np.random.default_rng(H * 100 + V)
+    params = {"Wxh": rng.standard_normal((H, V)), "Whh": rng.standard_normal((H, H)),
+              "Why": rng.standard_normal((V, H)), "bh": rng.standard_normal(H), "by": rng.standard_normal(V)}
+    mem = {n: rng.random(v.shape) * 10 ** rng.uniform(-9, 2, v.shape) for n, v in params.items()}
+    p0 = {n: v.copy() for n, v in params.items()}
+    expect = {n: v.copy() for n, v in params.items()}
+    emem = {n: v.copy() for n, v in mem.items()}
+    k = Kernel(params, mem, 25)
+    for n, g in k.grads.items():
+        g[...] = rng.standard_normal(g.shape) * 4   # some beyond the clip
+    oracle.adagrad(expect, {n: g.copy() for n, g in k.grads.items()}, emem)
+    k.adagrad(0.1)
+    for n in params:
+        np.testing.assert_allclose(mem[n], emem[n], rtol=1e-15)
+        # the steps, to a few ulp of each step (p + step may cancel)
+        np.testing.assert_allclose(params[n] - p0[n], expect[n] - p0[n], rtol=1e-13,
+                                   atol=4e-16 * np.abs(p0[n]).max())
+
+
 def test_evaluate_matches_oracle_loss(shakespeare):
     m, idx = _setup(shakespeare[:2000])
     h = np.zeros(m.hidden_size)
