@@ -122,16 +122,17 @@ cdef inline void tanh_step(const double* Wxh, const double* Whh, const double* b
                            const double* hprev, double* h, bint rev) noexcept nogil:
     """Equivalent to `h[:] = np.tanh(Wxh[:, ix] + Whh @ hprev + bh)`; h and hprev must not alias."""
     matvec(Whh, H, H, hprev, h, rev)
-    tanh_finish(Wxh, bh, H, V, ix, h)
+    tanh_finish(Wxh + ix, V, bh, H, h)
 
 
-cdef inline void tanh_finish(const double* Wxh, const double* bh, Py_ssize_t H, Py_ssize_t V, int ix,
+cdef inline void tanh_finish(const double* wx, Py_ssize_t stride, const double* bh, Py_ssize_t H,
                              double* h) noexcept nogil:
-    """Equivalent to `h[:] = np.tanh(h + Wxh[:, ix] + bh)`, h holding `Whh @ hprev`."""
+    """Equivalent to `h[:] = np.tanh(h + wx[::stride][:H] + bh)`, h holding `Whh @ hprev` and wx
+    pointing at `Wxh[0, ix]` (stride V) or at row ix of Wxh transposed (stride 1)."""
     cdef Py_ssize_t i
     cdef double e
     for i in range(H):
-        h[i] = h[i] + Wxh[i * V + ix] + bh[i]
+        h[i] = h[i] + wx[i * stride] + bh[i]
     for i in range(H):
         # tanh(a) = expm1(2a) / (expm1(2a) + 2), exact to a few ulp, small a included; libmvec's
         # expm1 costs about a third of its tanh (|a| <= 20 keeps it finite: tanh(20) is 1.0)
@@ -204,6 +205,7 @@ cdef class Kernel:
     cdef double[::1] panels     # [Whh; Why] packed in panels of 8 rows for sampling, zero padded,
                                 # from its first 64-byte boundary on
     cdef double[::1] zbuf       # (Mp,) [Whh; Why] @ h
+    cdef double[:, ::1] WxhT    # (V, H) Wxh transposed for sampling: a column in one stretch
     cdef object _grads
 
     def __init__(self, params, mem=None, Py_ssize_t T=25):
@@ -240,6 +242,7 @@ cdef class Kernel:
         self.Mp = (H + V + 7) // 8 * 8
         self.panels = np.zeros(self.Mp * H + 8)   # + 8: room to start on a 64-byte boundary
         self.zbuf = np.zeros(self.Mp)
+        self.WxhT = np.zeros((V, H))
 
     @property
     def grads(self):
@@ -455,10 +458,14 @@ cdef class Kernel:
         cdef double* z = &self.zbuf[0]
         cdef double* P = &self.panels[0]
         P += (64 - <size_t>P % 64) % 64 // 8           # whole cache lines per panel row of 8
+        cdef double* WxhT = &self.WxhT[0, 0]
         with nogil:
             if CS_PANELS:
                 cs_pack(&self.Whh[0, 0], H, H, P, 0)
                 cs_pack(&self.Why[0, 0], V, H, P, H)
+            for n in range(H):      # a column of Wxh is 100 cache lines, a row of WxhT 13
+                for k in range(V):
+                    WxhT[k * H + n] = self.Wxh[n, k]
             for n in range(out.shape[0]):
                 # z[:H] = Whh @ h, z[H:] = Why @ h: one pass over [Whh; Why], alternating direction
                 if CS_PANELS:
@@ -476,7 +483,7 @@ cdef class Kernel:
                     y[k] = exp((y[k] - m) * inv)
                 k = draw(y, V, u[n])
                 out[n] = <int>k
-                tanh_finish(&self.Wxh[0, 0], &self.bh[0], H, V, <int>k, z)
+                tanh_finish(WxhT + k * H, 1, &self.bh[0], H, z)
                 memcpy(&h[0], z, H * sizeof(double))
 
     cdef _need_mem(self):
