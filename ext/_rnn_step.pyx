@@ -14,6 +14,7 @@ cdef extern from "kernels.h" nogil:
     void cs_adagrad(double* p, const double* d, double* m, Py_ssize_t n, double lr)
     void cs_panel_matvec(const double* P, Py_ssize_t nb, Py_ssize_t n, const double* x, double* y, int rev)
     void cs_pack(const double* A, Py_ssize_t m, Py_ssize_t n, double* P, Py_ssize_t r0)
+    void cs_pack_transposed(const double* A, Py_ssize_t n, double* P)
     const bint CS_PANELS
 
 
@@ -362,10 +363,8 @@ cdef class Kernel:
 
         # backward through time: dhraw_t = (1 - h_t^2) (dh_t + dhnext), dhnext = Whh^T dhraw_t
         memset(dhnext, 0, H * sizeof(double))
-        if CS_PANELS:     # panel b of Whh^T, row r, column j is Whh[j, 8b + r]: copies of 8 doubles
-            for i in range(H):
-                for k in range(0, H, 8):
-                    memcpy(Pb + (k * H + 8 * i), Whh + i * H + k, (8 if k + 8 <= H else H - k) * sizeof(double))
+        if CS_PANELS:
+            cs_pack_transposed(Whh, H, Pb)
         t = n - 1
         while t >= 0:
             d = dh + t * H

@@ -196,15 +196,74 @@ static inline void cs_panel_matvec(const double *P, ptrdiff_t nb, ptrdiff_t n, c
 #endif
 }
 
+#ifdef __AVX512F__
+/* r[q][c] <- r[c][q]: an 8x8 block of doubles transposed in registers (three rounds of shuffles). */
+static inline void cs_transpose8(__m512d r[8])
+{
+    __m512d t[8], u[8];
+    for (int q = 0; q < 8; q += 2) {
+        t[q] = _mm512_unpacklo_pd(r[q], r[q + 1]);       /* r[q][0] r[q+1][0] r[q][2] r[q+1][2] ... */
+        t[q + 1] = _mm512_unpackhi_pd(r[q], r[q + 1]);   /* r[q][1] r[q+1][1] r[q][3] ... */
+    }
+    for (int q = 0; q < 8; q += 4) {                     /* 128-bit lanes 0, 2 / 1, 3 of two rows pairs */
+        u[q] = _mm512_shuffle_f64x2(t[q], t[q + 2], 0x88);
+        u[q + 1] = _mm512_shuffle_f64x2(t[q], t[q + 2], 0xDD);
+        u[q + 2] = _mm512_shuffle_f64x2(t[q + 1], t[q + 3], 0x88);
+        u[q + 3] = _mm512_shuffle_f64x2(t[q + 1], t[q + 3], 0xDD);
+    }
+    /* u[0] holds columns 0 and 4 of rows 0-3, u[1] columns 2, 6, u[2] 1, 5, u[3] 3, 7; u[4..7] rows 4-7 */
+    r[0] = _mm512_shuffle_f64x2(u[0], u[4], 0x88); r[4] = _mm512_shuffle_f64x2(u[0], u[4], 0xDD);
+    r[2] = _mm512_shuffle_f64x2(u[1], u[5], 0x88); r[6] = _mm512_shuffle_f64x2(u[1], u[5], 0xDD);
+    r[1] = _mm512_shuffle_f64x2(u[2], u[6], 0x88); r[5] = _mm512_shuffle_f64x2(u[2], u[6], 0xDD);
+    r[3] = _mm512_shuffle_f64x2(u[3], u[7], 0x88); r[7] = _mm512_shuffle_f64x2(u[3], u[7], 0xDD);
+}
+#endif
+
 /* Pack the m rows of A (m, n) into panels of 8 for cs_panel_matvec, starting at row r0 of the panels;
- * rows past the end of the last panel must be zeroed by the caller. */
+ * rows past the end of the last panel must be zeroed by the caller. With AVX-512 and r0 a multiple
+ * of 8, whole 8x8 blocks go through cs_transpose8 (a scalar scatter took 11,000 cycles for H=100). */
 static inline void cs_pack(const double *A, ptrdiff_t m, ptrdiff_t n, double *P, ptrdiff_t r0)
 {
-    for (ptrdiff_t i = 0; i < m; i++) {
+    ptrdiff_t i = 0;
+#ifdef __AVX512F__
+    if (r0 % 8 == 0) {
+        for (; i + 8 <= m; i += 8) {
+            double *dst = P + ((r0 + i) / 8) * n * 8;
+            ptrdiff_t j = 0;
+            for (; j + 8 <= n; j += 8) {
+                __m512d r[8];
+                for (int q = 0; q < 8; q++)
+                    r[q] = _mm512_loadu_pd(A + (i + q) * n + j);
+                cs_transpose8(r);
+                for (int q = 0; q < 8; q++)
+                    _mm512_storeu_pd(dst + (j + q) * 8, r[q]);
+            }
+            for (; j < n; j++)
+                for (int q = 0; q < 8; q++)
+                    dst[8 * j + q] = A[(i + q) * n + j];
+        }
+    }
+#endif
+    for (; i < m; i++) {
         ptrdiff_t r = r0 + i;
         double *dst = P + (r / 8) * n * 8 + r % 8;
         for (ptrdiff_t j = 0; j < n; j++)
             dst[8 * j] = A[i * n + j];
+    }
+}
+
+/* Pack A^T for cs_panel_matvec, A (n, n): panel b, row r, column j is A[j, 8b + r], so each panel
+ * row is 8 consecutive entries of a row of A (fewer at the right edge; the rest stays zero). */
+static inline void cs_pack_transposed(const double *A, ptrdiff_t n, double *P)
+{
+    ptrdiff_t n8 = n - n % 8;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        const double *a = A + j * n;
+        for (ptrdiff_t k = 0; k < n8; k += 8)
+            for (int r = 0; r < 8; r++)
+                P[k * n + 8 * j + r] = a[k + r];
+        for (ptrdiff_t k = n8; k < n; k++)
+            P[n8 * n + 8 * j + (k - n8)] = a[k];
     }
 }
 
