@@ -223,3 +223,31 @@ def test_results_do_not_depend_on_alignment(shakespeare):
         np.testing.assert_array_equal(h, runs[0][2])
         np.testing.assert_array_equal(drawn, runs[0][3])
         assert ev == runs[0][4]
+
+
+def test_tanh_within_a_few_ulp_of_numpy():
+    # Whh = 0, bh = 0: one step from index 0 gives h = tanh(Wxh[:, 0]); values from 1e-300 to 25
+    rng = np.random.default_rng(11)
+    a = np.concatenate([rng.uniform(-25, 25, 400), rng.standard_normal(300) * 1e-3,
+                        10.0 ** rng.uniform(-300, 0, 300) * rng.choice([-1, 1], 300), [0.0, 20.0, -40.0, 1e3]])
+    H = len(a)
+    params = {"Wxh": a.reshape(H, 1).copy(), "Whh": np.zeros((H, H)), "Why": np.zeros((1, H)),
+              "bh": np.zeros(H), "by": np.zeros(1)}
+    h = np.zeros(H)
+    Kernel(params).step(np.zeros(1, dtype=np.int32), h)
+    ref = np.tanh(a)
+    assert (np.abs(h - ref) <= 4 * np.spacing(np.abs(ref))).all(), np.abs(h - ref).max()
+
+
+def test_softmax_within_a_few_ulp_of_numpy():
+    # logits from -800 (exp underflows) to 0; probs() is the kernel's softmax
+    rng = np.random.default_rng(12)
+    y = np.concatenate([rng.uniform(-800, 0, 500), rng.uniform(-30, 0, 499), [0.0]])
+    V = len(y)
+    params = {"Wxh": np.zeros((1, V)), "Whh": np.zeros((1, 1)), "Why": np.zeros((V, 1)),
+              "bh": np.zeros(1), "by": y.copy()}
+    p = np.empty(V)
+    Kernel(params).probs(np.zeros(1), p)
+    e = np.exp(y - y.max())
+    ref = e / e.sum()
+    assert (np.abs(p - ref) <= 4 * np.spacing(ref) + 1e-300).all()
