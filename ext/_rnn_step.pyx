@@ -2,7 +2,7 @@
 # Compiler directives (boundscheck, wraparound, cdivision, ...) are set once in setup.py.
 
 from libc.math cimport log
-from libc.string cimport memset, memcpy
+from libc.string cimport memset, memcpy, memmove
 from libc.stdint cimport uint64_t
 
 import numpy as np
@@ -16,7 +16,8 @@ cdef extern from "kernels.h" nogil:
     void cs_pack(const double* A, Py_ssize_t m, Py_ssize_t n, double* P, Py_ssize_t r0)
     void cs_pack_transposed(const double* A, Py_ssize_t n, double* P)
     void cs_tanh(double* h, Py_ssize_t n)
-    void cs_exp_affine(double* y, Py_ssize_t n, double m, double s)
+    double cs_exp_affine(double* y, Py_ssize_t n, double m, double s)
+    Py_ssize_t cs_draw(const double* w, Py_ssize_t V, double u)
     void cs_exp_sub(double* y, const double* m, Py_ssize_t n)
     const bint CS_PANELS
 
@@ -156,9 +157,7 @@ cdef inline double softmax(double* y, Py_ssize_t V) noexcept nogil:
     for k in range(1, V):
         if y[k] > m:
             m = y[k]
-    cs_exp_affine(y, V, m, 1.0)
-    for k in range(V):
-        s += y[k]
+    s = cs_exp_affine(y, V, m, 1.0)
     inv = 1.0 / s
     for k in range(V):
         y[k] *= inv
@@ -170,18 +169,17 @@ cdef inline double* _aligned(double* p) noexcept nogil:
     return p + (64 - <size_t>p % 64) % 64 // 8
 
 
-cdef inline Py_ssize_t draw(const double* w, Py_ssize_t V, double u) noexcept nogil:
-    """Equivalent to `np.searchsorted(np.cumsum(w), u * w.sum(), side="right")` for w >= 0."""
+cdef inline Py_ssize_t draw_logits(double* y, const double* by, Py_ssize_t V, double inv,
+                                   double u) noexcept nogil:
+    """Equivalent to `np.searchsorted(np.cumsum(w), u * w.sum(), side="right")` for
+    w = np.exp((y + by - max(y + by)) * inv) (up to the rounding of the sums); y is overwritten."""
     cdef Py_ssize_t k
-    cdef double s = 0.0, c = 0.0
+    cdef double m = y[0] + by[0]
     for k in range(V):
-        s += w[k]
-    u *= s
-    for k in range(V - 1):
-        c += w[k]
-        if u < c:
-            return k
-    return V - 1
+        y[k] += by[k]
+        if y[k] > m:
+            m = y[k]
+    return cs_draw(y, V, u * cs_exp_affine(y, V, m, inv))
 
 
 cdef class Kernel:
@@ -469,7 +467,7 @@ cdef class Kernel:
         """For each n: draw out[n] from `softmax((Why @ h + by) / temperature)` by inverse CDF at
         u[n] in [0, 1), then step h through it. h is updated in place."""
         cdef Py_ssize_t n, k, H = self.H, V = self.V
-        cdef double inv, m
+        cdef double inv
         cdef double* y
         if h.shape[0] != H:
             raise ValueError(f"h must be ({H},), got ({h.shape[0]},)")
@@ -481,29 +479,40 @@ cdef class Kernel:
         cdef double* z = &self.zbuf[0]
         cdef double* P = _aligned(&self.panels[0])
         cdef double* WxhT = &self.WxhT[0, 0]
+        # The panels hold [Whh[:h1]; Why; Whh[h1:]]: a character's pass takes the panels up to the
+        # last (first, in reverse) row of Why, draws, then the remaining panels of Whh, which do not
+        # depend on the draw: the core streams them while the draw's chain of max, exp, sums and
+        # compares waits on itself (cs_draw has no branch to mispredict and flush them). Without
+        # panels, h1 = H: [Whh; Why] as two row-wise products.
+        cdef Py_ssize_t h1 = (H // 2) // 8 * 8 if CS_PANELS else H
+        cdef Py_ssize_t nbp = self.Mp // 8, pf = h1 // 8, pw = (h1 + V - 1) // 8
+        cdef const double* by = &self.by[0]
+        y = z + h1
         with nogil:
             if CS_PANELS:
-                cs_pack(&self.Whh[0, 0], H, H, P, 0)
-                cs_pack(&self.Why[0, 0], V, H, P, H)
+                cs_pack(&self.Whh[0, 0], h1, H, P, 0)
+                cs_pack(&self.Why[0, 0], V, H, P, h1)
+                cs_pack(&self.Whh[0, 0] + h1 * H, H - h1, H, P, h1 + V)
             for n in range(H):      # a column of Wxh is 100 cache lines, a row of WxhT 13
                 for k in range(V):
                     WxhT[k * H + n] = self.Wxh[n, k]
             for n in range(out.shape[0]):
-                # z[:H] = Whh @ h, z[H:] = Why @ h: one pass over [Whh; Why], alternating direction
-                if CS_PANELS:
-                    cs_panel_matvec(P, self.Mp // 8, H, &h[0], z, n & 1)
-                else:
+                # z = [Whh; Why] @ h in the panels' row order, alternating direction
+                if not CS_PANELS:
                     matvec(&self.Whh[0, 0], H, H, &h[0], z, n & 1)
-                    matvec(&self.Why[0, 0], V, H, &h[0], z + H, n & 1)
-                y = z + H
-                m = y[0] + self.by[0]
-                for k in range(V):
-                    y[k] += self.by[k]
-                    if y[k] > m:
-                        m = y[k]
-                cs_exp_affine(y, V, m, inv)
-                k = draw(y, V, u[n])
+                    matvec(&self.Why[0, 0], V, H, &h[0], y, n & 1)
+                    k = draw_logits(y, by, V, inv, u[n])
+                elif n & 1:
+                    cs_panel_matvec(P + pf * H * 8, nbp - pf, H, &h[0], z + 8 * pf, 1)
+                    k = draw_logits(y, by, V, inv, u[n])
+                    cs_panel_matvec(P, pf, H, &h[0], z, 1)
+                else:
+                    cs_panel_matvec(P, pw + 1, H, &h[0], z, 0)
+                    k = draw_logits(y, by, V, inv, u[n])
+                    cs_panel_matvec(P + (pw + 1) * H * 8, nbp - pw - 1, H, &h[0], z + 8 * (pw + 1), 0)
                 out[n] = <int>k
+                if h1 < H:   # Whh @ h in one stretch: its rows h1.. come after Why's
+                    memmove(z + h1, z + h1 + V, (H - h1) * sizeof(double))
                 tanh_finish(z, WxhT + k * H, 1, &self.bh[0], H, &h[0])
 
     cdef _need_mem(self):

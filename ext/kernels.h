@@ -336,20 +336,69 @@ static inline void cs_tanh(double *h, ptrdiff_t n)
 #endif
 }
 
-/* Equivalent to `y[:n] = np.exp((y[:n] - m) * s)`. */
-static inline void cs_exp_affine(double *y, ptrdiff_t n, double m, double s)
+/* Equivalent to `y[:n] = np.exp((y[:n] - m) * s); return y[:n].sum()` (summed in its own order). */
+static inline double cs_exp_affine(double *y, ptrdiff_t n, double m, double s)
 {
 #ifdef __AVX512F__
     const __m512d vm = _mm512_set1_pd(m), vs = _mm512_set1_pd(s);
+    __m512d sum = _mm512_setzero_pd();
     for (ptrdiff_t i = 0; i < n; i += 8) {
         __mmask8 k = cs_tail(n - i);
         __m512d x = _mm512_mul_pd(_mm512_sub_pd(_mm512_maskz_loadu_pd(k, y + i), vm), vs);
-        _mm512_mask_storeu_pd(y + i, k, cs_exp8(x));
+        __m512d e = _mm512_maskz_mov_pd(k, cs_exp8(x));
+        _mm512_mask_storeu_pd(y + i, k, e);
+        sum = _mm512_add_pd(sum, e);
     }
+    return _mm512_reduce_add_pd(sum);
 #else
-    for (ptrdiff_t i = 0; i < n; i++)
+    double sum = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) {
         y[i] = exp((y[i] - m) * s);
+        sum += y[i];
+    }
+    return sum;
 #endif
+}
+
+/* Equivalent to `np.searchsorted(np.cumsum(w), u, side="right")` for w >= 0 and 0 <= u < w.sum()
+ * (the count of prefix sums <= u), but for the rounding of the sums, and never an index whose
+ * weight is 0 (past the end: the last index with w > 0). With AVX-512 there is no branch that
+ * depends on u: the prefix sums go eight at a time (a three-step scan in the register, then the
+ * carry) and the count is popcounts of comparisons. A mispredicted early exit would throw away
+ * the work the core runs ahead on (sample() puts the rest of Whh @ h after the draw). */
+static inline ptrdiff_t cs_draw(const double *w, ptrdiff_t V, double u)
+{
+    ptrdiff_t k;
+#ifdef __AVX512F__
+    const __m512i up1 = _mm512_set_epi64(6, 5, 4, 3, 2, 1, 0, 0), up2 = _mm512_set_epi64(5, 4, 3, 2, 1, 0, 0, 0),
+                  up4 = _mm512_set_epi64(3, 2, 1, 0, 0, 0, 0, 0), last = _mm512_set1_epi64(7);
+    const __m512d vu = _mm512_set1_pd(u);
+    __m512d carry = _mm512_setzero_pd();
+    ptrdiff_t count = 0;
+    for (ptrdiff_t i = 0; i < V; i += 8) {
+        __mmask8 m = cs_tail(V - i);
+        __m512d c = _mm512_maskz_loadu_pd(m, w + i);
+        c = _mm512_add_pd(c, _mm512_maskz_permutexvar_pd(0xFE, up1, c));
+        c = _mm512_add_pd(c, _mm512_maskz_permutexvar_pd(0xFC, up2, c));
+        c = _mm512_add_pd(c, _mm512_maskz_permutexvar_pd(0xF0, up4, c));
+        c = _mm512_add_pd(c, carry);
+        count += __builtin_popcount((unsigned)_mm512_mask_cmp_pd_mask(m, c, vu, _CMP_LE_OQ));
+        carry = _mm512_permutexvar_pd(last, c);
+    }
+    k = count < V ? count : V - 1;
+    if (w[k] > 0)
+        return k;
+#endif
+    double c = 0.0;                    /* (with AVX-512: a zero weight, met only by rounding) */
+    for (k = 0; k < V; k++) {
+        c += w[k];
+        if (u < c && w[k] > 0)
+            return k;
+    }
+    for (k = V - 1; k > 0; k--)
+        if (w[k] > 0)
+            return k;
+    return 0;
 }
 
 /* Equivalent to `y[:n] = np.exp(y[:n] - m[:n])`. */

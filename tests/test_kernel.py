@@ -252,3 +252,22 @@ def test_softmax_within_a_few_ulp_of_numpy():
     ref = e / e.sum()
     # 8 ulp: the portable build's libm exp is itself up to 4 ulp from numpy's (measured 6 there, 3 here)
     assert (np.abs(p - ref) <= 8 * np.spacing(ref) + 1e-300).all()
+
+
+@pytest.mark.parametrize("V", [1, 5, 8, 9, 70])
+def test_sample_is_the_inverse_cdf_and_never_draws_a_zero_weight(V):
+    # Whh = Wxh = Why = 0: every step's logits are by; by = -1000 gives a weight of exactly 0
+    rng = np.random.default_rng(V)
+    by = rng.uniform(-5, 0, V)
+    by[rng.random(V) < 0.3] = -1000.0
+    by[rng.integers(V)] = 0.0
+    params = {"Wxh": np.zeros((1, V)), "Whh": np.zeros((1, 1)), "Why": np.zeros((V, 1)),
+              "bh": np.zeros(1), "by": by}
+    u = np.concatenate([rng.random(20000), [0.0, 1.0 - 2 ** -53]])
+    out = np.empty(len(u), dtype=np.int32)
+    Kernel(params).sample(np.zeros(1), u, out)
+    w = np.exp(by - by.max())
+    expect = np.minimum(np.searchsorted(np.cumsum(w), u * w.sum(), side="right"), V - 1)
+    expect = np.where(w[expect] > 0, expect, np.flatnonzero(w > 0)[-1])   # past the end: the last w > 0
+    np.testing.assert_array_equal(out, expect)
+    assert (w[out] > 0).all()
