@@ -1,9 +1,12 @@
 """A/B two builds of the kernel in one process: alternating rounds, the median ratio B/A first.
 
-    python setup.py build_ext -b /tmp/A          # the build to compare against
-    (change ext/ or setup.py)
-    python setup.py build_ext -b /tmp/B
+    python setup.py build_ext -b /tmp/A -t /tmp/A.o    # the build to compare against
+    (change ext/, setup.py or the flags)
+    python setup.py build_ext -b /tmp/B -t /tmp/B.o
     python benchmarks/ab.py /tmp/A /tmp/B [--hidden-size 100] [--rounds 7]
+
+(`-t`, a build-temp directory of its own per build: setuptools links an object file that is newer
+than the source again without compiling it, so a change of flags alone would not show.)
 
 Each directory holds a `charstream/_rnn_step*.so` (what `build_ext -b DIR` writes). Both modules are
 loaded side by side under different names and drive the same parameters, so a noisy machine moves
