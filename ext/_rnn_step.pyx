@@ -204,9 +204,10 @@ cdef class Kernel:
     cdef double[::1] hbuf       # (H,) scratch for sampling and scoring
     cdef double[::1] ybuf       # (V,) scratch for sampling and scoring
     cdef Py_ssize_t Mp          # H + V rounded up to 8
-    cdef double[::1] panels     # [Whh; Why] packed in panels of 8 rows for sampling, zero padded,
-                                # from its first 64-byte boundary on
-    cdef double[::1] zbuf       # (Mp,) [Whh; Why] @ h
+    cdef double[::1] panels     # [Whh[:h1]; Why; Whh[h1:]] packed in panels of 8 rows for sampling
+                                # (Whh alone for the forward recurrence), zero padded, from its
+                                # first 64-byte boundary on
+    cdef double[::1] zbuf       # (Mp,) the panels' product with h
     cdef double[::1] bpanels    # Whh^T in panels of 8 rows (column blocks of Whh) for the backward
                                 # recurrence, zero padded, from its first 64-byte boundary on
     cdef double[:, ::1] WxhT    # (V, H) Wxh transposed for sampling: a column in one stretch
@@ -297,8 +298,9 @@ cdef class Kernel:
 
         # forward: hs[t+1] = tanh(Wxh[:, x_t] + Whh hs[t] + bh), copied into column t+1 of hsT.
         # With vector registers Whh @ hs[t] goes through Whh packed in panels (one sequential stream,
-        # no horizontal sums: 1.6x faster than row dot products); the sampling panels' first H rows
-        # hold them (rows H.. of the last panel may hold Why from sample(): z[H:] is not used)
+        # no horizontal sums: 1.5x faster than row dot products, by TSC ticks); the sampling panels'
+        # first H rows hold them (rows H.. of the last panel may hold what sample() packed there:
+        # z[H:] is not used)
         memcpy(hs, hprev, H * sizeof(double))
         if CS_PANELS:
             cs_pack(Whh, H, H, Pf, 0)

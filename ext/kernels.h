@@ -8,6 +8,11 @@
  * 4 rows x 4 vectors of C (8 doubles each with AVX-512, 4 otherwise) in 16 registers. Which code path
  * computes C[i, j] depends on i, j, M and N only, and each path sums over k in a fixed order: results
  * never depend on alignment.
+ *
+ * Also here: the panels (cs_pack, cs_pack_transposed, cs_panel_matvec) that both recurrences and
+ * sampling stream their matrix-vector products through, Adagrad (cs_adagrad), exp and tanh eight at
+ * a time (cs_exp_affine, cs_exp_sub, cs_tanh) and the inverse-CDF draw (cs_draw). Paths for
+ * AVX-512 use its intrinsics; every function has a plain C path for other CPUs (CHARSTREAM_PORTABLE).
  */
 #ifndef CHARSTREAM_KERNELS_H
 #define CHARSTREAM_KERNELS_H
@@ -268,7 +273,7 @@ static inline void cs_pack_transposed(const double *A, ptrdiff_t n, double *P)
     }
 }
 
-/* exp and tanh, eight at a time with AVX-512 (libmvec's calls cost about 18 cycles per eight and
+/* exp and tanh, eight at a time with AVX-512 (libmvec's calls cost about 18 TSC ticks per eight and
  * spill the caller's registers; these are inline, about 20 instructions). x = n ln2 + r with
  * |r| <= ln2/2 (Cody-Waite: n ln2_hi is exact), expm1(r) = r + r^2 (1/2! + r/3! + ... + r^11/13!)
  * (the first term left out is below 2e-17 relative), then with t = 2^n
