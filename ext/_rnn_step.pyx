@@ -2,7 +2,7 @@
 # Compiler directives (boundscheck, wraparound, cdivision, ...) are set once in setup.py.
 
 from libc.math cimport log
-from libc.string cimport memset, memcpy, memmove
+from libc.string cimport memset, memcpy
 from libc.stdint cimport uint64_t
 
 import numpy as np
@@ -489,6 +489,9 @@ cdef class Kernel:
         cdef Py_ssize_t h1 = (H // 2) // 8 * 8 if CS_PANELS else H
         cdef Py_ssize_t nbp = self.Mp // 8, pf = h1 // 8, pw = (h1 + V - 1) // 8
         cdef const double* by = &self.by[0]
+        cdef const double* bh = &self.bh[0]
+        cdef const double* wx
+        cdef Py_ssize_t i
         y = z + h1
         with nogil:
             if CS_PANELS:
@@ -513,9 +516,13 @@ cdef class Kernel:
                     k = draw_logits(y, by, V, inv, u[n])
                     cs_panel_matvec(P + (pw + 1) * H * 8, nbp - pw - 1, H, &h[0], z + 8 * (pw + 1), 0)
                 out[n] = <int>k
-                if h1 < H:   # Whh @ h in one stretch: its rows h1.. come after Why's
-                    memmove(z + h1, z + h1 + V, (H - h1) * sizeof(double))
-                tanh_finish(z, WxhT + k * H, 1, &self.bh[0], H, &h[0])
+                # h = tanh(Whh @ h + Wxh[:, k] + bh), the rows h1.. of Whh @ h V further on in z
+                wx = WxhT + k * H
+                for i in range(h1):
+                    h[i] = z[i] + wx[i] + bh[i]
+                for i in range(h1, H):
+                    h[i] = z[i + V] + wx[i] + bh[i]
+                cs_tanh(&h[0], H)
 
     cdef _need_mem(self):
         if self.mWxh is None:
