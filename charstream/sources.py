@@ -333,30 +333,48 @@ def chain_sources(sources):
 
 def with_idle(texts, every, on_idle, prefetch=4):
     """Yield from `texts` (read in a background thread), calling `on_idle()` in the caller's thread
-    whenever no text has arrived for `every` seconds, e.g. to checkpoint while a pipe is quiet."""
+    whenever no text has arrived for `every` seconds, e.g. to checkpoint while a pipe is quiet.
+
+    When the caller stops early (closes this generator), the reader thread ends at its next text
+    instead of waiting forever on a full queue (a read it is blocked in cannot be cut short).
+    """
     q = queue.Queue(maxsize=prefetch)
-    done = object()
+    done, stop = object(), threading.Event()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
 
     def reader():
         try:
             for text in texts:
-                q.put(text)
-            q.put(done)
+                if not put(text):
+                    return
+            put(done)
         except BaseException as e:   # handed to the caller's thread, raised there
-            q.put(_Raised(e))
+            put(_Raised(e))
 
-    threading.Thread(target=reader, name="charstream-reader", daemon=True).start()
-    while True:
-        try:
-            item = q.get(timeout=every) if every else q.get()
-        except queue.Empty:
-            on_idle()
-            continue
-        if item is done:
-            return
-        if isinstance(item, _Raised):
-            raise item.error
-        yield item
+    thread = threading.Thread(target=reader, name="charstream-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=every) if every else q.get()
+            except queue.Empty:
+                on_idle()
+                continue
+            if item is done:
+                return
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
 
 
 class _Raised:

@@ -1,5 +1,6 @@
 """Sources: TCP (connect and listen) on 127.0.0.1 with bounded servers, decoding across reads, pipes."""
 import io
+import itertools
 import signal
 import socket
 import struct
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 import charstream
 from charstream.cli import main
 from charstream.errors import CharstreamError
-from charstream.sources import Listener, chain_sources, open_source, read_stream
+from charstream.sources import Listener, chain_sources, open_source, read_stream, with_idle
 from test_cli import _cli, _popen
 from test_trainer import assert_same_model
 
@@ -291,3 +292,37 @@ def test_a_slow_producer_is_trained_as_one_stream(tmp_path, shakespeare):
     ref = charstream.Model("", hidden_size=8, seed=0)
     list(charstream.Trainer(ref).train([shakespeare[:1200] + "Мороз и солнце " * 30]))
     assert_same_model(charstream.load(path), ref)
+
+
+def _readers():
+    return [t for t in threading.enumerate() if t.name == "charstream-reader"]
+
+
+def test_with_idle_yields_in_order_and_calls_on_idle_while_quiet():
+    def slow():
+        yield "a"
+        time.sleep(0.35)
+        yield "b"
+    idles = []
+    assert list(with_idle(slow(), 0.1, lambda: idles.append(1))) == ["a", "b"]
+    assert len(idles) >= 2
+
+
+def test_with_idle_raises_the_sources_error_in_the_caller():
+    def broken():
+        yield "a"
+        raise OSError("the disk went away")
+    with pytest.raises(OSError, match="the disk went away"):
+        list(with_idle(broken(), 0, lambda: None))
+
+
+def test_with_idle_closed_early_ends_its_reader_thread():
+    before = len(_readers())
+    g = with_idle(itertools.repeat("text"), 0, lambda: None, prefetch=2)
+    assert next(g) == "text"
+    assert len(_readers()) == before + 1
+    g.close()
+    deadline = time.monotonic() + 5
+    while len(_readers()) > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_readers()) == before
