@@ -1,5 +1,6 @@
 """Scoring text without training: cross-entropy over the whole stream and over fresh-state windows."""
 import math
+import numbers
 import statistics
 from dataclasses import dataclass, field
 
@@ -45,11 +46,12 @@ def score(model, texts, window=2000):
     whole. Characters the model has never seen are counted in `unknown` and skipped.
 
     A vanilla RNN's hidden state can saturate on a long text unlike its training data, so besides the
-    whole-text score each full window of `window` characters is also scored from a fresh state.
+    whole-text score each full window of `window` characters is also scored from a fresh state
+    (`window=None`: the whole-text score alone, half the work).
     """
-    if window < 2:
-        raise ValueError(f"window must be at least 2 characters, got {window}")
-    result = Score(window=window)
+    if window is not None and (isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 2):
+        raise ValueError(f"window must be at least 2 characters, got {window!r}")
+    result = Score(window=window or 0)
     kernel = model.kernel()
     h = np.zeros(model.hidden_size)
     last = np.empty(0, dtype=np.int32)      # the previous known character: the next text's context
@@ -69,6 +71,8 @@ def score(model, texts, window=2000):
             result.nats += kernel.evaluate(seq, h)   # h has now read seq[:-1]
             result.predicted += len(seq) - 1
         last = seq[-1:]                             # ... and reads seq[-1] with the next text
+        if window is None:
+            continue
         pending = np.concatenate([pending, known])
         while len(pending) >= window:
             w, pending = pending[:window], pending[window:]

@@ -80,6 +80,23 @@ def test_evaluate_in_the_api(shakespeare):
     assert m.evaluate(shakespeare[:3000]) == pytest.approx(math.log(m.vocab_size), rel=0.01)
 
 
+def test_score_without_windows_is_the_same_whole_text_score(shakespeare):
+    m = charstream.Model("", hidden_size=16, seed=0)
+    list(charstream.Trainer(m).train([shakespeare[:5000]]))
+    text = shakespeare[5000:9000]
+    full, alone = score(m, [text], window=500), score(m, [text], window=None)
+    assert alone.windows == [] and len(full.windows) == full.known // 500 >= 7
+    assert alone.nats == full.nats and alone.predicted == full.predicted == full.known - 1
+    assert m.evaluate(text) == full.nats_per_char
+
+
+@pytest.mark.parametrize("window", [1, 0, -5, 2.5, True, "500"])
+def test_score_refuses_a_bad_window(shakespeare, window):
+    m = charstream.Model("ab", hidden_size=4, seed=0)
+    with pytest.raises(ValueError, match="window must be at least 2"):
+        score(m, ["abab"], window=window)
+
+
 def test_info(model_path):
     r = invoke("info", "--model", model_path, "--json")
     d = json.loads(r.stdout)
