@@ -425,19 +425,50 @@ cdef class Kernel:
     def evaluate(self, const int[::1] xs, double[::1] h):
         """Equivalent to summing `-log softmax(Why h_t + by)[xs[t+1]]` over t, stepping h through
         xs[:-1] from the given state (updated in place); no gradients, no update."""
-        cdef Py_ssize_t n = xs.shape[0] - 1, t, H = self.H, V = self.V
-        cdef double loss = 0.0, lz
+        cdef Py_ssize_t n = xs.shape[0] - 1, t, i, k, H = self.H, V = self.V
+        cdef double loss = 0.0, lz, m
         cdef double* y = &self.ybuf[0]
         if h.shape[0] != H:
             raise ValueError(f"h must be ({H},), got ({h.shape[0]},)")
         self._check_indices(xs, 0, xs.shape[0])
+        cdef double* z = &self.zbuf[0]
+        cdef double* P = _aligned(&self.panels[0])
+        cdef double* WxhT = &self.WxhT[0, 0]
+        cdef const double* by = &self.by[0]
+        cdef const double* bh = &self.bh[0]
+        cdef const double* wx
+        cdef Py_ssize_t nbp = self.Mp // 8
         with nogil:
-            for t in range(n):
-                tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, V, xs[t], &h[0], &self.hbuf[0], 0)
-                memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
-                logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y, 1)
-                lz = y[xs[t + 1]]
-                loss += softmax(y, V) - lz
+            if CS_PANELS and n > 0:
+                # as sampling does: one pass over the panels of [Whh; Why] per step gives the logits
+                # of h_t and Whh @ h_t for h_{t+1}
+                cs_pack(&self.Whh[0, 0], H, H, P, 0)
+                cs_pack(&self.Why[0, 0], V, H, P, H)
+                for i in range(H):
+                    for k in range(V):
+                        WxhT[k * H + i] = self.Wxh[i, k]
+                cs_panel_matvec(P, nbp, H, &h[0], z, 0)      # z[:H] = Whh @ h
+                for t in range(n):
+                    wx = WxhT + xs[t] * H
+                    for i in range(H):
+                        h[i] = z[i] + wx[i] + bh[i]
+                    cs_tanh(&h[0], H)
+                    cs_panel_matvec(P, nbp, H, &h[0], z, (t + 1) & 1)
+                    y = z + H                                    # Why @ h
+                    m = y[0] + by[0]
+                    for k in range(V):
+                        y[k] += by[k]
+                        if y[k] > m:
+                            m = y[k]
+                    lz = y[xs[t + 1]]
+                    loss += log(cs_exp_affine(y, V, m, 1.0)) + m - lz
+            else:
+                for t in range(n):
+                    tanh_step(&self.Wxh[0, 0], &self.Whh[0, 0], &self.bh[0], H, V, xs[t], &h[0], &self.hbuf[0], 0)
+                    memcpy(&h[0], &self.hbuf[0], H * sizeof(double))
+                    logits(&self.Why[0, 0], &self.by[0], V, H, &h[0], y, 1)
+                    lz = y[xs[t + 1]]
+                    loss += softmax(y, V) - lz
         return loss
 
     def step(self, const int[::1] xs, double[::1] h):

@@ -119,6 +119,22 @@ def test_adagrad_matches_oracle_on_every_length(H, V):
                                    atol=4e-16 * np.abs(p0[n]).max())
 
 
+@pytest.mark.parametrize("H", [1, 20, 100])
+def test_evaluate_matches_oracle_over_a_long_text_from_any_state(shakespeare, H):
+    m, idx = _setup(shakespeare[:3000], H=H, seed=3)
+    rng = np.random.default_rng(H)
+    for name, p in m.params.items():  # weights of a trained size, not randn * 0.01; Whh contracting
+        p[...] = rng.standard_normal(p.shape) * (0.6 / np.sqrt(H) if name == "Whh" else 0.5)
+    # (with a chaotic Whh, randn * 0.3 at H=100, rounding differences grow along the text: any two
+    # summation orders, the oracle's included, then disagree by percents after 600 steps)
+    h0 = np.tanh(np.random.default_rng(0).standard_normal(H))
+    h = h0.copy()
+    loss = m.kernel().evaluate(idx[:601], h)
+    oloss, _, oh = oracle.loss_fun(m.params, idx[:600], idx[1:601], h0.copy())
+    assert loss == pytest.approx(oloss, rel=1e-11)
+    np.testing.assert_allclose(h, oh.ravel(), rtol=1e-10, atol=1e-13)
+
+
 def test_evaluate_matches_oracle_loss(shakespeare):
     m, idx = _setup(shakespeare[:2000])
     h = np.zeros(m.hidden_size)
