@@ -162,8 +162,9 @@ class Model:
         h = np.zeros(self.hidden_size)
         kernel.step(self.encode(seed, "the seed"), h)
         rng = np.random.default_rng(random_seed)
-        if pick is samplers.temperature and top_k is None and top_p is None:   # the compiled path
-            return _sample_blocks(self._vocab, kernel, h, float(temperature), rng, first_block, max_block)
+        if pick in (samplers.temperature, samplers.greedy) and top_k is None and top_p is None:
+            return _sample_blocks(self._vocab, kernel, h, float(temperature), rng, first_block, max_block,
+                                  greedy=pick is samplers.greedy)   # the compiled paths
         return samplers.pick_blocks(self._vocab, kernel, h, float(temperature), name, pick, top_k, top_p,
                                     rng, first_block, min(max_block, 256))
 
@@ -195,12 +196,13 @@ class Model:
         save(self, path)
 
 
-def _sample_blocks(vocab, kernel, h, temperature, rng, n, max_block):
+def _sample_blocks(vocab, kernel, h, temperature, rng, n, max_block, greedy=False):
     """Endless strings of n, 2n, 4n ... up to max_block sampled characters, h carried between them."""
     out = np.empty(max_block, dtype=np.int32)
-    u = np.empty(max_block)
+    u = np.zeros(max_block)
     while True:
-        rng.random(out=u[:n])
-        kernel.sample(h, u[:n], out[:n], temperature)
+        if not greedy:       # greedy draws nothing, as samplers.greedy takes nothing from rng
+            rng.random(out=u[:n])
+        kernel.sample(h, u[:n], out[:n], temperature, greedy)
         yield vocab.decode(out[:n])
         n = min(2 * n, max_block)

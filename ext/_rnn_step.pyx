@@ -182,6 +182,18 @@ cdef inline Py_ssize_t draw_logits(double* y, const double* by, Py_ssize_t V, do
     return cs_draw(y, V, u * cs_exp_affine(y, V, m, inv))
 
 
+cdef inline Py_ssize_t argmax_logits(const double* y, const double* by, Py_ssize_t V) noexcept nogil:
+    """Equivalent to `np.argmax(y + by)`: the first index of the largest."""
+    cdef Py_ssize_t k, best = 0
+    cdef double m = y[0] + by[0], v
+    for k in range(1, V):
+        v = y[k] + by[k]
+        if v > m:
+            m = v
+            best = k
+    return best
+
+
 cdef class Kernel:
     """Forward, backward, Adagrad and sampling over one model's parameter arrays, updated in place.
 
@@ -496,9 +508,11 @@ cdef class Kernel:
                 p[k] *= inv
             softmax(&p[0], self.V)
 
-    def sample(self, double[::1] h, const double[::1] u, int[::1] out, double temperature=1.0):
+    def sample(self, double[::1] h, const double[::1] u, int[::1] out, double temperature=1.0,
+               bint greedy=False):
         """For each n: draw out[n] from `softmax((Why @ h + by) / temperature)` by inverse CDF at
-        u[n] in [0, 1), then step h through it. h is updated in place."""
+        u[n] in [0, 1), then step h through it. h is updated in place. With `greedy`, out[n] is
+        instead `np.argmax(Why @ h + by)` (the first on ties) and u is not read."""
         cdef Py_ssize_t n, k, H = self.H, V = self.V
         cdef double inv
         cdef double* y
@@ -537,14 +551,14 @@ cdef class Kernel:
                 if not CS_PANELS:
                     matvec(&self.Whh[0, 0], H, H, &h[0], z, n & 1)
                     matvec(&self.Why[0, 0], V, H, &h[0], y, n & 1)
-                    k = draw_logits(y, by, V, inv, u[n])
+                    k = argmax_logits(y, by, V) if greedy else draw_logits(y, by, V, inv, u[n])
                 elif n & 1:
                     cs_panel_matvec(P + pf * H * 8, nbp - pf, H, &h[0], z + 8 * pf, 1)
-                    k = draw_logits(y, by, V, inv, u[n])
+                    k = argmax_logits(y, by, V) if greedy else draw_logits(y, by, V, inv, u[n])
                     cs_panel_matvec(P, pf, H, &h[0], z, 1)
                 else:
                     cs_panel_matvec(P, pw + 1, H, &h[0], z, 0)
-                    k = draw_logits(y, by, V, inv, u[n])
+                    k = argmax_logits(y, by, V) if greedy else draw_logits(y, by, V, inv, u[n])
                     cs_panel_matvec(P + (pw + 1) * H * 8, nbp - pw - 1, H, &h[0], z + 8 * (pw + 1), 0)
                 out[n] = <int>k
                 # h = tanh(Whh @ h + Wxh[:, k] + bh), the rows h1.. of Whh @ h V further on in z

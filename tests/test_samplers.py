@@ -43,6 +43,12 @@ def test_greedy_is_argmax_at_every_step(model):
     assert _take(model.generate("ab", top_p=1e-9, random_seed=6), 40) == out
 
 
+def test_the_compiled_greedy_path_picks_what_the_python_path_picks(model):
+    fast = _take(model.generate("abc", sampler="greedy"), 1500)
+    slow = _take(model.generate("abc", sampler=lambda p, rng: int(np.argmax(p))), 1500)
+    assert fast == slow and len(set(fast)) > 1
+
+
 def test_the_python_path_draws_what_the_compiled_path_draws(model):
     """Same uniforms, same inverse CDF: a callable that only draws equals the default fast path."""
     def draw(probs, rng):
