@@ -156,15 +156,17 @@ class Model:
         if (pick is samplers.top_k_default and top_k is not None) or \
                 (pick is samplers.top_p_default and top_p is not None):
             pick = samplers.temperature    # "top-k" with top_k=K is top-k with K: the cut, then a draw
+        elif type(pick) is samplers.TopK and top_k is None and top_p is None:
+            pick, top_k = samplers.temperature, pick.k     # TopK(k) is the same: the cut, then a draw
         if self.vocab_size == 0:
             raise ValueError("the model has an empty vocabulary: train it on some text first")
         kernel = self.kernel()
         h = np.zeros(self.hidden_size)
         kernel.step(self.encode(seed, "the seed"), h)
         rng = np.random.default_rng(random_seed)
-        if pick in (samplers.temperature, samplers.greedy) and top_k is None and top_p is None:
+        if top_p is None and (pick is samplers.temperature or (pick is samplers.greedy and top_k is None)):
             return _sample_blocks(self._vocab, kernel, h, float(temperature), rng, first_block, max_block,
-                                  greedy=pick is samplers.greedy)   # the compiled paths
+                                  greedy=pick is samplers.greedy, top_k=top_k or 0)   # the compiled paths
         return samplers.pick_blocks(self._vocab, kernel, h, float(temperature), name, pick, top_k, top_p,
                                     rng, first_block, min(max_block, 256))
 
@@ -196,13 +198,13 @@ class Model:
         save(self, path)
 
 
-def _sample_blocks(vocab, kernel, h, temperature, rng, n, max_block, greedy=False):
+def _sample_blocks(vocab, kernel, h, temperature, rng, n, max_block, greedy=False, top_k=0):
     """Endless strings of n, 2n, 4n ... up to max_block sampled characters, h carried between them."""
     out = np.empty(max_block, dtype=np.int32)
     u = np.zeros(max_block)
     while True:
         if not greedy:       # greedy draws nothing, as samplers.greedy takes nothing from rng
             rng.random(out=u[:n])
-        kernel.sample(h, u[:n], out[:n], temperature, greedy)
+        kernel.sample(h, u[:n], out[:n], temperature, greedy, top_k)
         yield vocab.decode(out[:n])
         n = min(2 * n, max_block)

@@ -18,6 +18,7 @@ cdef extern from "kernels.h" nogil:
     void cs_tanh(double* h, Py_ssize_t n)
     double cs_exp_affine(double* y, Py_ssize_t n, double m, double s)
     Py_ssize_t cs_draw(const double* w, Py_ssize_t V, double u)
+    double cs_cut_top_k(double* w, Py_ssize_t V, Py_ssize_t k, double* s)
     void cs_exp_sub(double* y, const double* m, Py_ssize_t n)
     const bint CS_PANELS
 
@@ -170,16 +171,20 @@ cdef inline double* _aligned(double* p) noexcept nogil:
 
 
 cdef inline Py_ssize_t draw_logits(double* y, const double* by, Py_ssize_t V, double inv,
-                                   double u) noexcept nogil:
+                                   double u, Py_ssize_t top_k, double* scratch) noexcept nogil:
     """Equivalent to `np.searchsorted(np.cumsum(w), u * w.sum(), side="right")` for
-    w = np.exp((y + by - max(y + by)) * inv) (up to the rounding of the sums); y is overwritten."""
+    w = np.exp((y + by - max(y + by)) * inv) (up to the rounding of the sums), cut to its top_k
+    largest when 0 < top_k < V (cs_cut_top_k, scratch: V doubles); y is overwritten."""
     cdef Py_ssize_t k
-    cdef double m = y[0] + by[0]
+    cdef double m = y[0] + by[0], s
     for k in range(V):
         y[k] += by[k]
         if y[k] > m:
             m = y[k]
-    return cs_draw(y, V, u * cs_exp_affine(y, V, m, inv))
+    s = cs_exp_affine(y, V, m, inv)
+    if 0 < top_k < V:
+        s = cs_cut_top_k(y, V, top_k, scratch)
+    return cs_draw(y, V, u * s)
 
 
 cdef inline Py_ssize_t argmax_logits(const double* y, const double* by, Py_ssize_t V) noexcept nogil:
@@ -509,10 +514,11 @@ cdef class Kernel:
             softmax(&p[0], self.V)
 
     def sample(self, double[::1] h, const double[::1] u, int[::1] out, double temperature=1.0,
-               bint greedy=False):
+               bint greedy=False, Py_ssize_t top_k=0):
         """For each n: draw out[n] from `softmax((Why @ h + by) / temperature)` by inverse CDF at
-        u[n] in [0, 1), then step h through it. h is updated in place. With `greedy`, out[n] is
-        instead `np.argmax(Why @ h + by)` (the first on ties) and u is not read."""
+        u[n] in [0, 1), then step h through it. h is updated in place. `top_k` (when 0 < top_k < V)
+        cuts the distribution to its top_k most probable first, as `samplers.cut_top_k` does. With
+        `greedy`, out[n] is instead `np.argmax(Why @ h + by)` (the first on ties) and u is not read."""
         cdef Py_ssize_t n, k, H = self.H, V = self.V
         cdef double inv
         cdef double* y
@@ -526,6 +532,7 @@ cdef class Kernel:
         cdef double* z = &self.zbuf[0]
         cdef double* P = _aligned(&self.panels[0])
         cdef double* WxhT = &self.WxhT[0, 0]
+        cdef double* scratch = &self.ybuf[0]
         # The panels hold [Whh[:h1]; Why; Whh[h1:]]: a character's pass takes the panels up to the
         # last (first, in reverse) row of Why, draws, then the remaining panels of Whh, which do not
         # depend on the draw: the core streams them while the draw's chain of max, exp, sums and
@@ -551,14 +558,14 @@ cdef class Kernel:
                 if not CS_PANELS:
                     matvec(&self.Whh[0, 0], H, H, &h[0], z, n & 1)
                     matvec(&self.Why[0, 0], V, H, &h[0], y, n & 1)
-                    k = argmax_logits(y, by, V) if greedy else draw_logits(y, by, V, inv, u[n])
+                    k = argmax_logits(y, by, V) if greedy else draw_logits(y, by, V, inv, u[n], top_k, scratch)
                 elif n & 1:
                     cs_panel_matvec(P + pf * H * 8, nbp - pf, H, &h[0], z + 8 * pf, 1)
-                    k = argmax_logits(y, by, V) if greedy else draw_logits(y, by, V, inv, u[n])
+                    k = argmax_logits(y, by, V) if greedy else draw_logits(y, by, V, inv, u[n], top_k, scratch)
                     cs_panel_matvec(P, pf, H, &h[0], z, 1)
                 else:
                     cs_panel_matvec(P, pw + 1, H, &h[0], z, 0)
-                    k = argmax_logits(y, by, V) if greedy else draw_logits(y, by, V, inv, u[n])
+                    k = argmax_logits(y, by, V) if greedy else draw_logits(y, by, V, inv, u[n], top_k, scratch)
                     cs_panel_matvec(P + (pw + 1) * H * 8, nbp - pw - 1, H, &h[0], z + 8 * (pw + 1), 0)
                 out[n] = <int>k
                 # h = tanh(Whh @ h + Wxh[:, k] + bh), the rows h1.. of Whh @ h V further on in z

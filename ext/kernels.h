@@ -365,6 +365,41 @@ static inline double cs_exp_affine(double *y, ptrdiff_t n, double m, double s)
 #endif
 }
 
+/* Keep the k largest of w[:V] (0 < k < V; on ties at the k-th, the first in index order), set the
+ * rest to 0 and return the sum of the kept: samplers.cut_top_k before its renormalisation. The k-th
+ * largest comes from a quickselect on a copy in s (V doubles of scratch). */
+static inline double cs_cut_top_k(double *w, ptrdiff_t V, ptrdiff_t k, double *s)
+{
+    ptrdiff_t lo = 0, hi = V - 1, want = k - 1, greater = 0;
+    memcpy(s, w, V * sizeof(double));
+    while (lo < hi) {                        /* Hoare partition, largest first */
+        double pivot = s[lo + (hi - lo) / 2];
+        ptrdiff_t i = lo, j = hi;
+        while (i <= j) {
+            while (s[i] > pivot) i++;
+            while (s[j] < pivot) j--;
+            if (i <= j) {
+                double t = s[i]; s[i] = s[j]; s[j] = t;
+                i++; j--;
+            }
+        }
+        if (want <= j) hi = j;               /* s[lo..j] >= pivot >= s[i..hi], s[j+1..i-1] == pivot */
+        else if (want >= i) lo = i;
+        else break;
+    }
+    double thr = s[want], sum = 0.0;
+    for (ptrdiff_t i = 0; i < V; i++)
+        greater += w[i] > thr;
+    ptrdiff_t ties = k - greater;            /* how many entries equal to thr to keep */
+    for (ptrdiff_t i = 0; i < V; i++) {
+        if (w[i] > thr || (w[i] == thr && ties-- > 0))
+            sum += w[i];
+        else
+            w[i] = 0.0;
+    }
+    return sum;
+}
+
 /* Equivalent to `np.searchsorted(np.cumsum(w), u, side="right")` for w >= 0 and 0 <= u < w.sum()
  * (the count of prefix sums <= u), but for the rounding of the sums, and never an index whose
  * weight is 0 (past the end: the last index with w > 0). With AVX-512 there is no branch that

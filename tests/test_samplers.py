@@ -49,6 +49,22 @@ def test_the_compiled_greedy_path_picks_what_the_python_path_picks(model):
     assert fast == slow and len(set(fast)) > 1
 
 
+@pytest.mark.parametrize("kw, k", [(dict(top_k=5), 5), (dict(sampler="top-k"), 40), (dict(top_k=1), 1),
+                                   (dict(sampler=samplers.TopK(3), temperature=0.7), 3),
+                                   (dict(top_k=10, temperature=1.8), 10), (dict(top_k=10 ** 6), 10 ** 6)])
+def test_the_compiled_top_k_path_draws_what_the_python_path_draws(model, kw, k):
+    def slow_pick(probs, rng):   # a callable: the Python path, one character at a time
+        return samplers.temperature(samplers.cut_top_k(probs.copy(), k), rng)
+    T = kw.get("temperature", 1.0)
+    fast = _take(model.generate("abc", random_seed=4, **kw), 1500)
+    slow = _take(model.generate("abc", random_seed=4, sampler=slow_pick, temperature=T), 1500)
+    assert fast == slow
+    if k == 1:
+        assert fast == _take(model.generate("abc", sampler="greedy"), 1500)
+    else:
+        assert len(set(fast)) > 1
+
+
 def test_the_python_path_draws_what_the_compiled_path_draws(model):
     """Same uniforms, same inverse CDF: a callable that only draws equals the default fast path."""
     def draw(probs, rng):
