@@ -170,17 +170,23 @@ cdef inline double* _aligned(double* p) noexcept nogil:
     return p + (64 - <size_t>p % 64) % 64 // 8
 
 
+cdef inline double add_bias_max(double* y, const double* by, Py_ssize_t V) noexcept nogil:
+    """Equivalent to `y += by; return y.max()`."""
+    cdef Py_ssize_t k
+    cdef double m = y[0] + by[0]
+    for k in range(V):
+        y[k] += by[k]
+        if y[k] > m:
+            m = y[k]
+    return m
+
+
 cdef inline Py_ssize_t draw_logits(double* y, const double* by, Py_ssize_t V, double inv,
                                    double u, Py_ssize_t top_k, double* scratch) noexcept nogil:
     """Equivalent to `np.searchsorted(np.cumsum(w), u * w.sum(), side="right")` for
     w = np.exp((y + by - max(y + by)) * inv) (up to the rounding of the sums), cut to its top_k
     largest when 0 < top_k < V (cs_cut_top_k, scratch: V doubles); y is overwritten."""
-    cdef Py_ssize_t k
-    cdef double m = y[0] + by[0], s
-    for k in range(V):
-        y[k] += by[k]
-        if y[k] > m:
-            m = y[k]
+    cdef double m = add_bias_max(y, by, V), s
     s = cs_exp_affine(y, V, m, inv)
     if 0 < top_k < V:
         s = cs_cut_top_k(y, V, top_k, scratch)
@@ -461,9 +467,7 @@ cdef class Kernel:
                 # of h_t and Whh @ h_t for h_{t+1}
                 cs_pack(&self.Whh[0, 0], H, H, P, 0)
                 cs_pack(&self.Why[0, 0], V, H, P, H)
-                for i in range(H):
-                    for k in range(V):
-                        WxhT[k * H + i] = self.Wxh[i, k]
+                self._transpose_wxh()
                 cs_panel_matvec(P, nbp, H, &h[0], z, 0)      # z[:H] = Whh @ h
                 for t in range(n):
                     wx = WxhT + xs[t] * H
@@ -472,11 +476,7 @@ cdef class Kernel:
                     cs_tanh(&h[0], H)
                     cs_panel_matvec(P, nbp, H, &h[0], z, (t + 1) & 1)
                     y = z + H                                    # Why @ h
-                    m = y[0] + by[0]
-                    for k in range(V):
-                        y[k] += by[k]
-                        if y[k] > m:
-                            m = y[k]
+                    m = add_bias_max(y, by, V)
                     lz = y[xs[t + 1]]
                     loss += log(cs_exp_affine(y, V, m, 1.0)) + m - lz
             else:
@@ -550,9 +550,7 @@ cdef class Kernel:
                 cs_pack(&self.Whh[0, 0], h1, H, P, 0)
                 cs_pack(&self.Why[0, 0], V, H, P, h1)
                 cs_pack(&self.Whh[0, 0] + h1 * H, H - h1, H, P, h1 + V)
-            for n in range(H):      # a column of Wxh is 100 cache lines, a row of WxhT 13
-                for k in range(V):
-                    WxhT[k * H + n] = self.Wxh[n, k]
+            self._transpose_wxh()
             for n in range(out.shape[0]):
                 # z = [Whh; Why] @ h in the panels' row order, alternating direction
                 if not CS_PANELS:
@@ -575,6 +573,13 @@ cdef class Kernel:
                 for i in range(h1, H):
                     h[i] = z[i + V] + wx[i] + bh[i]
                 cs_tanh(&h[0], H)
+
+    cdef void _transpose_wxh(self) noexcept nogil:
+        """WxhT[:] = Wxh.T: a column of Wxh is H cache lines apart, a row of WxhT one stretch."""
+        cdef Py_ssize_t i, k, H = self.H, V = self.V
+        for i in range(H):
+            for k in range(V):
+                self.WxhT[k, i] = self.Wxh[i, k]
 
     cdef _need_mem(self):
         if self.mWxh is None:
