@@ -57,11 +57,11 @@ def score(model, texts, window=2000):
     last = np.empty(0, dtype=np.int32)      # the previous known character: the next text's context
     pending = np.empty(0, dtype=np.int32)   # known characters of the window being filled
     for text in texts:
-        idx = model._vocab.encode(text)
+        idx = model.vocabulary.encode(text)
         known = np.ascontiguousarray(idx[idx >= 0], dtype=np.int32)
         result.unknown += len(idx) - len(known)
         result.known += len(known)
-        unk = model._vocab.stoi.get(UNK)
+        unk = model.vocabulary.stoi.get(UNK)
         if unk is not None:
             result.as_unk += int(np.count_nonzero((idx == unk) & (codepoints(text) != ord(UNK))))
         if not len(known):

@@ -76,13 +76,13 @@ class Trainer:
                     st.chars_seen += len(text)
                 if len(cps) - s < T + 1:
                     continue
-                idx = model._vocab.lookup(cps)
+                idx = model.vocabulary.lookup(cps)
                 unknown = _first_unknown(idx, s)
                 while s + T + 1 <= len(cps):
                     if unknown < s + T + 1:
                         model.grow(_unknown_chars(model, cps[s:s + T + 1]))
                         bad = s + np.flatnonzero(idx[s:] < 0)   # only the unknown ones can change
-                        idx[bad] = model._vocab.lookup(cps[bad])
+                        idx[bad] = model.vocabulary.lookup(cps[bad])
                         unknown = _first_unknown(idx, s)
                         kernel = None
                     if kernel is None:
@@ -123,7 +123,7 @@ class _Dropper:
     this depends on the text alone), warning once per run."""
 
     def __init__(self, model):
-        self.vocab, self.warned = model._vocab, False
+        self.vocab, self.warned = model.vocabulary, False
 
     def __call__(self, cps):
         if not self.vocab.closed:
@@ -148,7 +148,7 @@ def _first_unknown(idx, start):
 
 def _unknown_chars(model, cps):
     """The characters of cps not in the model's vocabulary, in first-seen order."""
-    idx = model._vocab.lookup(cps)
+    idx = model.vocabulary.lookup(cps)
     new = np.asarray(cps)[idx < 0]
     _, first = np.unique(new, return_index=True)
     return [chr(c) for c in new[np.sort(first)]]

@@ -106,7 +106,7 @@ def test_info(model_path):
     assert d["chunks_trained"] == m.state.chunks == (6000 - 1) // 25
     assert d["chars_seen"] == 6000 and d["file_bytes"] == os.path.getsize(model_path)
     assert d["recent_bits_per_char"] == pytest.approx(m.state.smooth_loss / 25 / math.log(2))
-    assert d["format_version"] == 1
+    assert d["format_version"] == 2   # the file's version (what a new save writes)
     text = invoke("info", "--model", model_path).stdout
     assert "hidden size    16" in text and "\\n" in text
 

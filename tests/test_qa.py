@@ -49,7 +49,7 @@ def test_model_refuses_a_surrogate_in_its_vocabulary():
 
 def test_generate_writes_utf8_even_for_an_old_model_with_surrogates(tmp_path):
     m = charstream.Model("abc", hidden_size=8, seed=0)
-    m._vocab = Vocab(["a", "\udcff", "\ud800"])        # as an older charstream could have saved
+    m.vocabulary = Vocab(["a", "\udcff", "\ud800"])        # as an older charstream could have saved
     m.params["by"][:] = [0.0, 5.0, 5.0]
     m.save(tmp_path / "old.npz")
     r = run("generate", "--model", tmp_path / "old.npz", "--length", "50", "--random-seed", "0")
