@@ -111,11 +111,12 @@ class Trainer:
                           "errors='surrogateescape'?): read as U+FFFD", CharstreamWarning, stacklevel=4)
         return cps
 
-    def sample(self, length=200, seed="", temperature=1.0, random_seed=None):
-        """A sample of `length` characters from the live model, drawn on its own hidden state and
-        random generator: it does not disturb training (call it between records)."""
+    def sample(self, length=200, seed="", temperature=1.0, random_seed=None, fresh_state=False):
+        """A sample of `length` characters from the live model, drawn from a copy of its hidden state
+        (zeros with `fresh_state`) with its own random generator: it does not disturb training (call
+        it between records)."""
         from .progress import sample_text
-        return sample_text(self.model, length, seed, temperature, random_seed)
+        return sample_text(self.model, length, seed, temperature, random_seed, fresh_state)
 
 
 class _Dropper:

@@ -38,9 +38,12 @@ def test_score_streams_like_one_text(shakespeare):
     assert whole.nats == pytest.approx(pieces.nats, rel=1e-12)
     assert whole.windows == pytest.approx(pieces.windows, rel=1e-12)
     assert len(whole.windows) == len(text) // 500
-    # the same as the kernel over the whole text at once
+    # the same as the kernel over the whole text at once, from the state training left
     idx = m.encode(text)
-    assert whole.nats == pytest.approx(m.kernel().evaluate(idx, np.zeros(16)), rel=1e-12)
+    assert whole.nats == pytest.approx(m.kernel().evaluate(idx, m.state.hprev.copy()), rel=1e-12)
+    assert whole.windows[0] == pytest.approx(m.kernel().evaluate(idx[:500], m.state.hprev.copy()) / 499, rel=1e-12)
+    fresh = score(m, [text], fresh_state=True)
+    assert fresh.nats == pytest.approx(m.kernel().evaluate(idx, np.zeros(16)), rel=1e-12)
 
 
 def test_fresh_model_scores_about_log_v(tmp_path, shakespeare):
@@ -53,7 +56,7 @@ def test_fresh_model_scores_about_log_v(tmp_path, shakespeare):
     assert d["nats_per_char"] == pytest.approx(math.log(len(vocab)), rel=0.01)
     assert d["bits_per_char"] == pytest.approx(d["nats_per_char"] / math.log(2))
     assert d["perplexity"] == pytest.approx(math.exp(d["nats_per_char"]))
-    assert d["windows"] == 2 and d["unknown_chars"] == 0
+    assert d["unknown_chars"] == 0 and d["mode"] == "static" and "windows" not in d
 
 
 def test_training_lowers_the_score_and_unknown_chars_are_counted(model_path, shakespeare):
@@ -65,7 +68,9 @@ def test_training_lowers_the_score_and_unknown_chars_are_counted(model_path, sha
     assert d["chars_scored"] == len(text) - d["unknown_chars"] - 1
     assert d["nats_per_char"] < math.log(charstream.load(model_path).vocab_size) - 0.3
     human = invoke("eval", "-", "--model", model_path, input=shakespeare[6000:9000])
-    assert "bits/char" in human.stdout and "perplexity" in human.stdout and "median" in human.stdout
+    assert "bits/char" in human.stdout and "perplexity" in human.stdout and "median" not in human.stdout
+    windows = invoke("eval", "-", "--model", model_path, "--window", "1000", input=shakespeare[6000:9000])
+    assert "median of 2 windows of 1,000" in windows.stdout   # 2,998 known characters
 
 
 def test_eval_refuses_text_it_cannot_score(model_path):
