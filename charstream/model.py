@@ -27,6 +27,8 @@ class TrainState:
     chars_seen: int = 0            # characters received, the tail included
     chars_trained: int = 0         # chunk inputs trained: the sum of each chunk's seq_length
     smooth_loss: float = math.nan  # min-char-rnn's 0.999/0.001 running loss per chunk, nan until one trains
+    reset_every: int = 0           # hprev is zeroed after each chunk that crosses a multiple of this many
+                                   # trained characters (0: never, min-char-rnn's way within a pass)
 
 
 class Model:
@@ -230,6 +232,7 @@ class Model:
             "chars_seen": st.chars_seen,
             "chars_trained": st.chars_trained,
             "smooth_loss": None if math.isnan(st.smooth_loss) else st.smooth_loss,
+            "reset_every": st.reset_every,
             "rng": self.rng.bit_generator.state,
             "max_vocab": self.max_vocab,
             "fixed_vocab": self.fixed_vocab,
@@ -258,7 +261,7 @@ class Model:
                                  tail=arrays["tail"].copy(), seq_length=meta["seq_length"],
                                  learning_rate=meta["learning_rate"], chunks=meta["chunks"],
                                  chars_seen=meta["chars_seen"], chars_trained=meta["chars_trained"],
-                                 smooth_loss=meta["smooth_loss"])
+                                 smooth_loss=meta["smooth_loss"], reset_every=meta["reset_every"])
         return model
 
 

@@ -194,10 +194,12 @@ def _checked(path, a):
         chunks, chars_seen = int(meta["chunks"]), int(meta["chars_seen"])
         chars_trained = int(meta.get("chars_trained", chunks * T))   # absent before 0.1.0 final
         smooth = math.nan if meta["smooth_loss"] is None else float(meta["smooth_loss"])
+        reset_every = meta.get("reset_every", 0)   # absent before 0.2
         rng_state = meta["rng"]
     except (KeyError, TypeError, ValueError):
         raise bad("corrupt model file (bad 'meta')") from None
-    if H < 1 or T < 1 or not (lr > 0 and math.isfinite(lr)) or chunks < 0 or chars_seen < 0 or chars_trained < 0:
+    if H < 1 or T < 1 or not (lr > 0 and math.isfinite(lr)) or chunks < 0 or chars_seen < 0 or chars_trained < 0 \
+            or isinstance(reset_every, bool) or not isinstance(reset_every, int) or reset_every < 0:
         raise bad("corrupt model file (out-of-range hyperparameters)")
     vocab = a["vocab"]
     if vocab.dtype != np.uint32 or vocab.ndim != 1:
@@ -228,7 +230,7 @@ def _checked(path, a):
             or not isinstance(fixed_vocab, bool):
         raise bad("corrupt model file (bad max_vocab or fixed_vocab)")
     meta = dict(meta, cell=cell, layers=layers, hidden_size=H, seq_length=T, learning_rate=lr, chunks=chunks,
-                chars_seen=chars_seen, chars_trained=chars_trained, smooth_loss=smooth, rng=rng_state,
+                chars_seen=chars_seen, chars_trained=chars_trained, smooth_loss=smooth, rng=rng_state, reset_every=reset_every,
                 max_vocab=max_vocab, fixed_vocab=fixed_vocab, format_version=version)
     arrays = {k: np.ascontiguousarray(v) for k, v in a.items() if k != "meta"}
     return meta, arrays

@@ -29,12 +29,19 @@ class Trainer:
     `seq_length` and `learning_rate` default to the values saved in the model's state (25 and 0.1
     for a new model). How the stream is split into strings changes nothing, to the bit; the untrained
     tail stays in `model.state.tail` and continues with the next text.
+
+    `reset_every=N` zeroes the hidden state after each chunk that crosses a multiple of N trained
+    characters (saved in the model; 0 turns it off, the default, min-char-rnn's way). It costs about
+    0.02 nats/char from the trained state and makes zero-state starts as good (docs/quality.md).
     """
 
-    def __init__(self, model, seq_length=None, learning_rate=None):
+    def __init__(self, model, seq_length=None, learning_rate=None, reset_every=None):
         st = model.state
         T = st.seq_length if seq_length is None else seq_length
         lr = st.learning_rate if learning_rate is None else learning_rate
+        R = st.reset_every if reset_every is None else reset_every
+        if isinstance(R, bool) or not isinstance(R, (int, np.integer)) or R < 0:
+            raise ValueError(f"reset_every must be a whole number of characters (0: never), got {R!r}")
         if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
             raise ValueError(f"seq_length must be a positive integer, got {T!r}")
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
@@ -42,7 +49,7 @@ class Trainer:
         self.model = model
         if int(T) != st.seq_length and not math.isnan(st.smooth_loss):
             st.smooth_loss *= int(T) / st.seq_length   # it is per chunk: keep its nats/char
-        st.seq_length, st.learning_rate = int(T), float(lr)
+        st.seq_length, st.learning_rate, st.reset_every = int(T), float(lr), int(R)
 
     @property
     def seq_length(self):
@@ -95,6 +102,9 @@ class Trainer:
                     st.tail = cps[s:]        # a consistent state at every yield, for checkpoints
                     st.chunks += 1
                     st.chars_trained += T
+                    R = st.reset_every
+                    if R and st.chars_trained // R != (st.chars_trained - T) // R:
+                        st.hprev[:] = 0.0    # before the record: a checkpoint holds the state the next chunk reads
                     st.smooth_loss = (loss if math.isnan(st.smooth_loss)
                                       else 0.999 * st.smooth_loss + 0.001 * loss)
                     yield Record(st.chunks, st.chars_trained, loss, st.smooth_loss, model.vocab_size, T)

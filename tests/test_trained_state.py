@@ -159,3 +159,34 @@ def test_a_terminal_gets_a_final_newline(saved):
         os.close(leader)
     text = out.decode("utf-8").replace("\r\n", "\n")
     assert text.startswith("To be") and text.endswith("\n") and len(text) == 5 + 50 + 1
+
+
+def test_reset_every_zeroes_the_state_after_each_multiple_as_the_oracle_does(shakespeare):
+    text = shakespeare[:3000]
+    vocab = sorted(set(text))
+    m = charstream.Model(vocab, hidden_size=12, seed=1)
+    p = {k: v.copy() for k, v in m.params.items()}
+    mem = {k: np.zeros_like(v) for k, v in p.items()}
+    losses = [r.loss for r in charstream.Trainer(m, reset_every=110).train([text[:1234], text[1234:]])]
+    idx, h, want, s = m.encode(text), np.zeros(12), [], 0
+    while s + 26 <= len(idx):
+        loss, grads, h = oracle.loss_fun(p, idx[s:s + 25], idx[s + 1:s + 26], h)
+        oracle.adagrad(p, grads, mem)
+        want.append(loss)
+        s += 25
+        if s // 110 != (s - 25) // 110:
+            h = np.zeros(12)
+    assert losses == pytest.approx(want, rel=1e-9)
+    assert m.state.reset_every == 110 and charstream.Trainer(m).model.state.reset_every == 110   # saved
+
+
+def test_reset_every_survives_a_save_and_refuses_bad_values(tmp_path):
+    m = charstream.Model("ab", hidden_size=4, seed=0)
+    charstream.Trainer(m, reset_every=50)
+    m.save(tmp_path / "r.npz")
+    assert charstream.load(tmp_path / "r.npz").state.reset_every == 50
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="reset_every must be a whole number"):
+            charstream.Trainer(m, reset_every=bad)
+    r = CliRunner().invoke(main, ["train", "-", "--model", str(tmp_path / "r.npz"), "--reset-every", "-3"], input="ab")
+    assert r.exit_code == 2 and "Invalid value for '--reset-every'" in r.stderr

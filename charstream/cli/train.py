@@ -25,6 +25,9 @@ from .interrupts import Interrupts, Terminated, exit_code
 @click.option("--learning-rate", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Adagrad learning rate (default 0.1, or the model's).")
 @click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Seed of a new model's weights.")
+@click.option("--reset-every", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Zero the hidden state every N characters trained (default 0: never, or the model's); "
+                   "makes --fresh-state starts safe at a small cost (docs/quality.md).")
 @click.option("--listen", metavar="HOST:PORT", default=None,
               help="After the SOURCEs (if any), accept TCP connections on HOST:PORT one after another and "
                    "train on each, until interrupted (port 0: any free port, printed on stderr).")
@@ -50,7 +53,7 @@ from .interrupts import Interrupts, Terminated, exit_code
               help="Stop after reading this many characters, and save.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
               help="Append one line per progress report to this file (CSV if it ends in .csv, else JSON lines).")
-def train(sources, model_path, hidden_size, seq_length, learning_rate, random_seed, listen, max_vocab,
+def train(sources, model_path, hidden_size, seq_length, learning_rate, random_seed, reset_every, listen, max_vocab,
           initial_vocab, fixed_vocab, checkpoint_every, report_every, sample_every, passes, max_seconds,
           max_chars, log_path):
     """Train a model on SOURCEs as the text arrives, in order, as one stream: paths, - for stdin
@@ -91,7 +94,7 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
             with _writer_lock(path):
                 model = _open_model(path, hidden_size, random_seed, max_vocab, initial_vocab, fixed_vocab)
                 try:
-                    trainer = Trainer(model, seq_length, learning_rate)
+                    trainer = Trainer(model, seq_length, learning_rate, reset_every)
                 except ValueError as e:
                     raise fail(e)
                 _train(model, path, trainer, sources, listener, interrupts, checkpoint_every, report_every,
