@@ -5,7 +5,7 @@ import click
 
 from ..errors import CharstreamError
 from ..sources import limit_chars  # noqa: F401 -- cli/train.py imports it from here
-from ..sources import repeat_sources as _repeat
+from ..sources import repeat_sources as repeat_any
 
 
 class BudgetReached(Exception):
@@ -15,7 +15,7 @@ class BudgetReached(Exception):
 def repeat_sources(sources, passes):
     """The sources list repeated `passes` times; a usage error for --passes if one is a stream."""
     try:
-        return _repeat(sources, passes)
+        return repeat_any(sources, passes)
     except CharstreamError as e:
         raise click.BadParameter(f"{e}; --passes needs file sources", param_hint="--passes") from None
 
