@@ -8,16 +8,18 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import charstream
-from charstream.cli import main
+import oracle
 from charstream.scoring import score
-from test_trainer import assert_same_model
+from helpers import assert_same_model, cli, invoke, popen, saved_state, stop, wait_until
 
 
-def invoke(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+def _oracle_nats(model, text):
+    """The oracle's summed cross-entropy of `text` (every character known), from a zero hidden state."""
+    idx = list(model.encode(text))
+    loss, _, _ = oracle.loss_fun(model.params, idx[:-1], idx[1:], np.zeros(model.hidden_size))
+    return loss
 
 
 @pytest.fixture
@@ -38,9 +40,8 @@ def test_score_streams_like_one_text(shakespeare):
     assert whole.nats == pytest.approx(pieces.nats, rel=1e-12)
     assert whole.windows == pytest.approx(pieces.windows, rel=1e-12)
     assert len(whole.windows) == len(text) // 500
-    # the same as the kernel over the whole text at once
-    idx = m.encode(text)
-    assert whole.nats == pytest.approx(m.kernel().evaluate(idx, np.zeros(16)), rel=1e-12)
+    # the same as the numpy oracle over the whole text at once
+    assert whole.nats == pytest.approx(_oracle_nats(m, text), rel=1e-10)
 
 
 def test_fresh_model_scores_about_log_v(tmp_path, shakespeare):
@@ -51,8 +52,11 @@ def test_fresh_model_scores_about_log_v(tmp_path, shakespeare):
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["nats_per_char"] == pytest.approx(math.log(len(vocab)), rel=0.01)
-    assert d["bits_per_char"] == pytest.approx(d["nats_per_char"] / math.log(2))
-    assert d["perplexity"] == pytest.approx(math.exp(d["nats_per_char"]))
+    nats = _oracle_nats(charstream.Model(vocab, hidden_size=8, seed=0), shakespeare[:5000]) / 4999
+    assert d["chars_scored"] == 4999
+    assert d["nats_per_char"] == pytest.approx(nats, rel=1e-10)
+    assert d["bits_per_char"] == pytest.approx(nats / math.log(2), rel=1e-10)
+    assert d["perplexity"] == pytest.approx(math.exp(nats), rel=1e-10)
     assert d["windows"] == 2 and d["unknown_chars"] == 0
 
 
@@ -136,18 +140,20 @@ def test_max_chars_stops_exactly(tmp_path, shakespeare):
 
 
 def test_max_seconds_stops_a_quiet_pipe_and_saves(tmp_path, shakespeare):
+    """All the text trains and is checkpointed while the pipe stays open; the budget then runs out
+    while the pipe is quiet (not between chunks), and the model is saved."""
     path = tmp_path / "t.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "charstream", "train", "-", "--model", str(path),
-                             "--max-seconds", "1", "--hidden-size", "8"], stdin=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=tmp_path)
+    proc = popen(cli("train", "-", "--model", path, "--max-seconds", "2", "--hidden-size", "8",
+                     "--checkpoint-every", "0.05"), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         proc.stdin.write(shakespeare[:2000].encode())
         proc.stdin.flush()
+        wait_until(lambda: getattr(saved_state(path), "chunks", 0) == 79, what="a checkpoint of all 79 chunks")
+        assert proc.poll() is None, "the budget ran out before the text had trained"
         assert proc.wait(timeout=30) == 0
-        assert b"stopped after --max-seconds 1" in proc.stderr.read()
+        assert proc.stderr.read().decode().splitlines()[-2] == "stopped after --max-seconds 2"
     finally:
-        proc.kill()
-        proc.stdin.close()
+        stop(proc)
     assert charstream.load(path).state.chars_seen == 2000
 
 

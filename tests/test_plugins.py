@@ -3,6 +3,7 @@ drives a source scheme and a sampler through the API and the command line; broke
 import importlib
 import itertools
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from charstream import plugins
 from charstream.cli import main
 from charstream.errors import CharstreamError
 from charstream.sources import open_source
-from test_cli import _cli, _popen
+from helpers import cli, popen
 
 MODULE = "fake_charstream_plugin"
 DIST = "fake-charstream-plugin"
@@ -141,17 +142,16 @@ def test_a_plugin_sampler_through_the_api(fake_dist):
 
 @pytest.mark.parametrize("name, msg", [
     ("broken", f"sampler plugin 'broken' ({MODULE}_missing:nothing, from {DIST} 1.0) failed to load: "
-               f"ModuleNotFoundError"),
+               f"ModuleNotFoundError: No module named '{MODULE}_missing'"),
     ("notcallable", f"sampler plugin 'notcallable' ({MODULE}:not_callable, from {DIST} 1.0) is not callable"),
 ])
 def test_a_broken_plugin_is_one_line_naming_it(fake_dist, name, msg, tmp_path):
-    with pytest.raises(plugins.PluginError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(plugins.PluginError, match=f"^{re.escape(msg)}$"):
         charstream.Model("ab", hidden_size=4).generate(sampler=name)
     m = charstream.Model("ab", hidden_size=4, seed=0)
     m.save(tmp_path / "m.npz")
     r = CliRunner().invoke(main, ["generate", "--model", str(tmp_path / "m.npz"), "--sampler", name])
-    assert r.exit_code == 1 and r.stderr == f"Error: {msg}" + r.stderr.split(msg, 1)[1]
-    assert r.stderr.count("\n") == 1
+    assert r.exit_code == 1 and r.stderr == f"Error: {msg}\n"
     # the commands that do not use it are untouched
     assert CliRunner().invoke(main, ["generate", "--model", str(tmp_path / "m.npz"), "--length", "5"]).exit_code == 0
     assert CliRunner().invoke(main, ["train", "repeat://ab*30", "--model", str(tmp_path / "m.npz")]).exit_code == 0
@@ -196,7 +196,7 @@ def test_a_fake_distribution_drives_train_and_generate_end_to_end(tmp_path):
     folder = make_dist(tmp_path / "site")
     env = dict(os.environ, PYTHONPATH=str(folder))
     path = tmp_path / "p.npz"
-    train = _popen(_cli("train", "repeat://Мороз и солнце; 春はあけぼの *40", "--model", str(path),
+    train = popen(cli("train", "repeat://Мороз и солнце; 春はあけぼの *40", "--model", str(path),
                         "--hidden-size", "8", "--report-every", "100", "--sample-every", "0"),
                    env=env, stderr=subprocess.PIPE)
     err = train.communicate(timeout=60)[1].decode()
@@ -204,12 +204,12 @@ def test_a_fake_distribution_drives_train_and_generate_end_to_end(tmp_path):
     model = charstream.load(path)
     assert model.state.chars_seen == len("Мороз и солнце; 春はあけぼの ") * 40
     assert model.vocab == tuple(dict.fromkeys("Мороз и солнце; 春はあけぼの "))
-    gen = _popen(_cli("generate", "--model", str(path), "--seed", "Мо", "--length", "25", "--sampler", "last"),
+    gen = popen(cli("generate", "--model", str(path), "--seed", "Мо", "--length", "25", "--sampler", "last"),
                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = gen.communicate(timeout=60)
     assert gen.returncode == 0, err
     assert out.decode() == "Мо" + model.vocab[-1] * 25 + "\n"
-    listing = _popen(_cli("plugins"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listing = popen(cli("plugins"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = listing.communicate(timeout=60)
     assert f"from {DIST} 1.0" in out.decode() and listing.returncode == 1   # the fake has broken entries
 

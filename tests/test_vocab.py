@@ -7,7 +7,7 @@ import pytest
 
 import charstream
 from charstream.vocab import UNK, Vocab
-from test_trainer import assert_same_model
+from helpers import assert_same_model
 
 JAPANESE = "春はあけぼの。やうやう白くなりゆく山ぎは、すこしあかりて、紫だちたる雲のほそくたなびきたる。\n"
 RUSSIAN = "Мороз и солнце; день чудесный! Ещё ты дремлешь, друг прелестный — пора, красавица, проснись.\n"
