@@ -1,16 +1,13 @@
 """Real processes: kill -9 at random moments, signals during saves, one writer, exact resume across runs."""
-import json
 import os
 import random
 import re
 import select
 import signal
 import subprocess
-import sys
 import time
 import types
 
-import numpy as np
 import pytest
 
 import charstream

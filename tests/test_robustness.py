@@ -7,17 +7,12 @@ import zipfile
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import charstream
 import charstream.store
 import charstream.sources
-from charstream.cli import main
 from charstream.lock import WriterLock
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+from helpers import invoke
 
 
 def error_line(r):

@@ -9,6 +9,7 @@ import threading
 import time
 import warnings
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -16,7 +17,7 @@ import charstream
 from charstream.cli import main
 from charstream.errors import CharstreamError
 from charstream.sources import Listener, chain_sources, open_source, read_stream, with_idle
-from helpers import TIMEOUT, assert_same_model, cli, popen, saved_state, stop, wait_until
+from helpers import TIMEOUT, invoke, assert_same_model, cli, popen, saved_state, stop, wait_until
 
 
 class Server:
@@ -353,3 +354,59 @@ def test_with_idle_closed_early_ends_its_reader_thread():
     while len(_readers()) > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(_readers()) == before
+
+
+# -- what the command line reads, from files and TCP (moved from test_qa.py and test_review.py)
+
+def test_readme_open_recipe_gives_the_api_what_the_command_line_trains_on(tmp_path):
+    data = "Всё смешалось\r\nв доме ".encode() + b"\xff\xfe" + " Облонских.\r\n".encode()
+    (tmp_path / "ru.txt").write_bytes(data * 20)
+    r = invoke("train", tmp_path / "ru.txt", "--model", tmp_path / "cli.npz", "--hidden-size", "8", "--random-seed", "3")
+    assert r.exit_code == 0, r.output
+    m = charstream.Model("", hidden_size=8, seed=3)
+    with open(tmp_path / "ru.txt", encoding="utf-8", errors="replace", newline="") as f:
+        list(charstream.Trainer(m).train(f))
+    cli = charstream.load(tmp_path / "cli.npz")
+    assert cli.vocab == m.vocab and "\r" in m.vocab and "\ufffd" in m.vocab
+    np.testing.assert_array_equal(cli.params["Why"], m.params["Why"])
+
+
+def test_eval_scores_a_tcp_source_as_its_help_says(ja_model):
+    import socket
+    import threading
+    text = "吾輩は猫である。名前はまだ無い。" * 10
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(10)
+
+    def serve():
+        try:
+            c, _ = srv.accept()
+            with c:
+                data = text.encode()
+                c.sendall(data[:7])
+                c.sendall(data[7:])
+        finally:
+            srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        help_text = invoke("eval", "--help").stdout
+        assert "tcp://HOST:PORT" in help_text
+        r = invoke("eval", f"tcp://127.0.0.1:{srv.getsockname()[1]}", "--model", ja_model[0], "--json")
+        assert r.exit_code == 0, r.output
+        assert '"chars_scored": %d' % (len(text) - 1) in r.stdout
+    finally:
+        t.join(timeout=10)
+
+
+def test_a_later_source_that_cannot_connect_keeps_the_earlier_training(tmp_path, shakespeare):
+    with socket.socket() as s:   # a port with nothing listening on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "a.txt").write_text(shakespeare[:2000])
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "a.txt"), f"tcp://127.0.0.1:{port}",
+                                  "--model", str(tmp_path / "m.npz"), "--hidden-size", "8"])
+    assert r.exit_code == 1
+    assert "connection refused" in r.stderr and "what was trained before it is saved to" in r.stderr
+    assert charstream.load(tmp_path / "m.npz").state.chars_seen == 2000

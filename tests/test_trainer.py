@@ -152,3 +152,15 @@ def test_memory_does_not_grow_with_the_stream():
     large = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert large < small * 1.5 + 200_000, (small, large)
+
+
+# -- a new seq_length (moved from test_qa.py and test_review.py)
+
+def test_a_new_seq_length_keeps_the_smoothed_loss_per_char(shakespeare):
+    m = charstream.Model("", hidden_size=8, seed=0)
+    list(charstream.Trainer(m).train([shakespeare[:2001]]))
+    per_char = m.state.smooth_loss / m.state.seq_length
+    t = charstream.Trainer(m, seq_length=100)
+    assert m.state.smooth_loss / t.seq_length == pytest.approx(per_char)
+    charstream.Trainer(m, seq_length=100)              # the same length again changes nothing
+    assert m.state.smooth_loss / 100 == pytest.approx(per_char)
