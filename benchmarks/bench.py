@@ -36,7 +36,7 @@ import oracle  # noqa: E402
 import peers  # noqa: E402
 
 import charstream  # noqa: E402
-from charstream.store import load  # noqa: E402
+from charstream import load  # noqa: E402
 
 
 def corpus_text(path):

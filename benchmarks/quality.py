@@ -1,89 +1,65 @@
-"""Speed turned into quality: held-out loss after the gist oracle's one pass vs charstream in the same wall time.
+"""The best model a CPU budget buys: held-out nats/char for training recipes, over several seeds.
 
-    python benchmarks/quality.py [--corpus PATH] [--configs 100:1,256:1] [--seed 0]
+    python benchmarks/quality.py [--corpus PATH] [--configs 100:1:0.1,100:10:0.05] [--seeds 8]
 
-Holds out the last 10% of the corpus. Times the gist-style numpy oracle (tests/oracle.py) on one
-pass over the first 90% (H=100, T=25, lr=0.1), then gives charstream that same wall time
-(`--max-seconds`, with as many passes as fit) for each configuration H:passes, and scores every model
-on the held-out text as the median nats/char over 2,000-character windows from a fresh state.
+Holds out the last 10% of the corpus (tiny-shakespeare by default). For each configuration
+H:passes:learning-rate and each seed, a model trains on the first 90% as
+`charstream train train.txt --hidden-size H --passes P --learning-rate LR --random-seed SEED` does
+(the passes as one stream), then the held-out text is scored as `charstream eval` scores it: the
+whole text from the state training left, plus `--fresh-state` and `--adapt` for comparison. Prints
+every seed, then the median and the worst, and the training chars/s measured in this process.
 """
 import argparse
 import os
-import subprocess
-import sys
-import tempfile
+import statistics
 import time
 
-import numpy as np
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-import oracle  # noqa: E402
-
-import charstream  # noqa: E402
-from charstream.scoring import score  # noqa: E402
+import charstream
+from charstream.scoring import score, score_adaptive
 
 DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "corpora",
                               "tinyshakespeare.txt")
 
 
-def held_out_score(model, text):
-    s = score(model, [text], window=2000)
-    return s.median_window, s.nats_per_char
-
-
-def run_oracle(train_text, seed):
-    vocab = sorted(set(train_text))
-    m = charstream.Model(vocab, hidden_size=100, seed=seed)
-    mem = {k: np.zeros_like(v) for k, v in m.params.items()}
-    idx = list(m.encode(train_text))
+def train(text, hidden, passes, lr, seed):
+    model = charstream.Model("", hidden, seed=seed)
+    trainer = charstream.Trainer(model, learning_rate=lr)
+    blocks = (text[i:i + 1 << 20] for _ in range(passes) for i in range(0, len(text), 1 << 20))
     t = time.perf_counter()
-    oracle.train(m.params, mem, idx)
-    return m, time.perf_counter() - t
-
-
-def run_charstream(train_path, seconds, hidden, passes, lr, seed, workdir):
-    path = os.path.join(workdir, f"cs-{hidden}-{passes}-{lr}.npz")
-    cmd = [sys.executable, "-m", "charstream", "train", train_path, "--model", path, "--hidden-size",
-           str(hidden), "--passes", str(passes), "--max-seconds", str(seconds), "--random-seed", str(seed),
-           "--learning-rate", str(lr),
-           "--sample-every", "0", "--report-every", "1000000", "--checkpoint-every", "0"]
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=workdir, stderr=subprocess.DEVNULL)
-    return charstream.load(path), time.perf_counter() - t
+    for _ in trainer.train(blocks):
+        pass
+    return model, model.state.chars_trained / (time.perf_counter() - t)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=os.environ.get("CHARSTREAM_CORPUS", DEFAULT_CORPUS),
                     help="text file (default: $CHARSTREAM_CORPUS, else tiny-shakespeare in ../shared beside the repo)")
-    ap.add_argument("--configs", default="100:20,128:20", help="comma-separated H:max-passes[:learning-rate]")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--seconds", type=float, default=None, help="budget (default: the oracle's measured time)")
+    ap.add_argument("--configs", default="100:1:0.1,100:10:0.05", help="comma-separated H:passes:learning-rate")
+    ap.add_argument("--seeds", type=int, default=8)
     args = ap.parse_args(argv)
     if not os.path.isfile(args.corpus):
         ap.error(f"{args.corpus}: no such file; give --corpus PATH")
-    text = open(args.corpus, encoding="utf-8").read()
+    with open(args.corpus, encoding="utf-8") as f:
+        text = f.read()
     cut = int(len(text) * 0.9)
     train_text, held = text[:cut], text[cut:]
-    with tempfile.TemporaryDirectory() as workdir:
-        train_path = os.path.join(workdir, "train.txt")
-        with open(train_path, "w", encoding="utf-8") as f:
-            f.write(train_text)
-        if args.seconds is None:
-            om, seconds = run_oracle(train_text, args.seed)
-            med, whole = held_out_score(om, held)
-            print(f"oracle (gist numpy, H=100, 1 pass): {seconds:.1f} s; held-out median-window "
-                  f"{med:.4f} nats/char (whole text {whole:.4f})", flush=True)
-        else:
-            seconds = args.seconds
-        for cfg in args.configs.split(","):
-            parts = cfg.split(":")
-            hidden, passes, lr = int(parts[0]), int(parts[1]), float(parts[2]) if len(parts) > 2 else 0.1
-            m, wall = run_charstream(train_path, seconds, hidden, passes, lr, args.seed, workdir)
-            med, whole = held_out_score(m, held)
-            done = m.state.chunks * m.state.seq_length / len(train_text)
-            print(f"charstream H={hidden} lr={lr:g}: {done:.2f} passes in {wall:.1f} s; held-out median-window "
-                  f"{med:.4f} nats/char (whole text {whole:.4f})", flush=True)
+    print(f"held-out: the last {len(held):,} characters of {os.path.basename(args.corpus)}; nats/char")
+    for cfg in args.configs.split(","):
+        hidden, passes, lr = cfg.split(":")
+        hidden, passes, lr = int(hidden), int(passes), float(lr)
+        rows = []
+        for seed in range(args.seeds):
+            m, rate = train(train_text, hidden, passes, lr, seed)
+            rows.append((seed, score(m, [held]).nats_per_char, score(m, [held], fresh_state=True).nats_per_char,
+                         score_adaptive(m, [held]).nats_per_char, rate))
+            print(f"  H={hidden} passes={passes} lr={lr:g} seed {seed}: eval {rows[-1][1]:.4f}  "
+                  f"fresh {rows[-1][2]:.4f}  adapt {rows[-1][3]:.4f}  ({rate:,.0f} chars/s)", flush=True)
+        col = list(zip(*rows))
+        print(f"H={hidden} passes={passes} lr={lr:g}, {len(rows)} seeds: eval median {statistics.median(col[1]):.4f} "
+              f"worst {max(col[1]):.4f}; fresh median {statistics.median(col[2]):.4f} worst {max(col[2]):.4f}; "
+              f"adapt median {statistics.median(col[3]):.4f} worst {max(col[3]):.4f}; "
+              f"{statistics.median(col[4]):,.0f} chars/s", flush=True)
 
 
 if __name__ == "__main__":

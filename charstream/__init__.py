@@ -3,8 +3,9 @@ from . import _rnn_step  # noqa: F401 -- the compiled kernel, loaded now; there 
 from .errors import CharstreamError, CharstreamWarning, ModelFileError, NonFiniteError
 from .model import Model
 from . import plugins, samplers, sources  # noqa: F401 -- charstream.sources.open_source(...) after `import charstream`
-from .store import load
 from .trainer import Record, Trainer
+
+load = Model.load
 
 __version__ = "0.1.0"
 __all__ = ["Model", "Trainer", "Record", "load", "CharstreamError", "CharstreamWarning",

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import samplers
+from . import cells, samplers, store
+from .scoring import score, score_adaptive
 from ._rnn_step import Kernel
-from .errors import CharstreamWarning
-from .vocab import DEFAULT_MAX_VOCAB, UNK, Vocab, check_max_size
-
-PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
+from .errors import CharstreamWarning, ModelFileError
+from .vocab import DEFAULT_MAX_VOCAB, UNK, Vocab, check_max_size, codepoints, to_text
 
 
 @dataclass
@@ -20,7 +19,7 @@ class TrainState:
     """Everything the online trainer carries from one chunk, run or process to the next."""
 
     mem: dict                      # Adagrad memories, shaped like the parameters
-    hprev: np.ndarray              # (H,) hidden state after the last trained chunk
+    hprev: np.ndarray              # (state_size,) hidden state after the last trained chunk: (H,) for the rnn
     tail: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint32))  # untrained text, code points
     seq_length: int = 25           # T: inputs per chunk
     learning_rate: float = 0.1     # Adagrad step size
@@ -28,6 +27,8 @@ class TrainState:
     chars_seen: int = 0            # characters received, the tail included
     chars_trained: int = 0         # chunk inputs trained: the sum of each chunk's seq_length
     smooth_loss: float = math.nan  # min-char-rnn's 0.999/0.001 running loss per chunk, nan until one trains
+    reset_every: int = 0           # hprev is zeroed after each chunk that crosses a multiple of this many
+                                   # trained characters (0: never, min-char-rnn's way within a pass)
 
 
 class Model:
@@ -42,91 +43,94 @@ class Model:
     outside it map to U+FFFD if the vocabulary holds it, else they are skipped with one warning.
     """
 
-    def __init__(self, vocab, hidden_size=100, seed=None, max_vocab=DEFAULT_MAX_VOCAB, fixed_vocab=False):
+    def __init__(self, vocab, hidden_size=100, seed=None, max_vocab=DEFAULT_MAX_VOCAB, fixed_vocab=False,
+                 cell="rnn", layers=1):
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, (int, np.integer)) or hidden_size < 1:
             raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
+        self.cell, self.layers = cells.check(cell, layers)
         chars = list(vocab)
         if len(set(chars)) != len(chars):
             raise ValueError("vocab must hold distinct characters")
         if any(isinstance(c, str) and len(c) == 1 and 0xD800 <= ord(c) <= 0xDFFF for c in chars):
             raise ValueError("vocab holds a lone surrogate (not a character of any UTF-8 text; "
                              "invalid bytes are read as U+FFFD)")
-        self._vocab = Vocab(chars, max_vocab, fixed_vocab)
+        self.vocabulary = Vocab(chars, max_vocab, fixed_vocab)
         self.rng = np.random.default_rng(seed)
-        H, V = int(hidden_size), len(chars)
-        self.params = {
-            "Wxh": self.rng.standard_normal((H, V)) * 0.01,
-            "Whh": self.rng.standard_normal((H, H)) * 0.01,
-            "Why": self.rng.standard_normal((V, H)) * 0.01,
-            "bh": np.zeros(H),
-            "by": np.zeros(V),
-        }
-        self.state = TrainState(mem={k: np.zeros_like(v) for k, v in self.params.items()}, hprev=np.zeros(H))
+        self.file_format_version = None   # the version of the file it was loaded from, if any
+        H = int(hidden_size)
+        self.params = {p.name: p.initial(self.rng) for p in self._table(len(chars), H)}
+        self.state = TrainState(mem={k: np.zeros_like(v) for k, v in self.params.items()},
+                                hprev=np.zeros(cells.state_size(self.cell, self.layers, H)))
+
+    def _table(self, V=None, H=None):
+        """This model's rows of the cell's parameter table (charstream.cells)."""
+        return cells.params(self.cell, self.layers, self.vocab_size if V is None else V,
+                            self.hidden_size if H is None else H)
 
     @property
     def vocab(self):
-        """The characters in index order."""
-        return tuple(self._vocab.itos)
+        """The characters in index order (`vocabulary` is the table itself: stoi, lookup, encode)."""
+        return tuple(self.vocabulary.itos)
 
     @property
     def max_vocab(self):
         """The most characters the vocabulary may hold, U+FFFD (the unknown symbol) included."""
-        return self._vocab.max_size
+        return self.vocabulary.max_size
 
     @max_vocab.setter
     def max_vocab(self, n):
         n = check_max_size(n)
         if n < self.vocab_size:
             raise ValueError(f"max_vocab={n} is below the model's {self.vocab_size} characters")
-        if n > self._vocab.max_size:
-            self._vocab.forget_unk_readings()
+        if n > self.vocabulary.max_size:
+            self.vocabulary.forget_unk_readings()
             self._warned_cap = False
-        self._vocab.max_size = n
+        self.vocabulary.max_size = n
 
     @property
     def fixed_vocab(self):
         """True when the vocabulary never grows."""
-        return self._vocab.fixed
+        return self.vocabulary.fixed
 
     @fixed_vocab.setter
     def fixed_vocab(self, fixed):
-        if self._vocab.fixed and not fixed:
-            self._vocab.forget_unk_readings()
-        self._vocab.fixed = bool(fixed)
+        if self.vocabulary.fixed and not fixed:
+            self.vocabulary.forget_unk_readings()
+        self.vocabulary.fixed = bool(fixed)
 
     @property
     def hidden_size(self):
-        return self.params["Whh"].shape[0]
+        return self.params["Whh"].shape[1]
 
     @property
     def vocab_size(self):
-        return len(self._vocab)
+        return len(self.vocabulary)
 
     def __repr__(self):
-        return f"Model(V={self.vocab_size}, H={self.hidden_size}, chunks={self.state.chunks})"
+        cell = "" if (self.cell, self.layers) == ("rnn", 1) else f"{self.cell}, layers={self.layers}, "
+        return f"Model({cell}V={self.vocab_size}, H={self.hidden_size}, chunks={self.state.chunks})"
 
     def grow(self, chars):
         """Append unseen characters to the vocabulary in order; each gets a new column of Wxh, then a
-        new row of Why, drawn `randn * 0.01` from the model's generator, and zero `by` and memories."""
-        new = self._vocab.add(chars)
-        if self._vocab.capped and not getattr(self, "_warned_cap", False):
+        new row of Why, drawn `randn * 0.01` from the model's generator, and zero `by` and memories
+        (for every cell: the parameters the cell's table says grow, charstream.cells)."""
+        new = self.vocabulary.add(chars)
+        if self.vocabulary.capped and not getattr(self, "_warned_cap", False):
             self._warned_cap = True
             warnings.warn(f"the vocabulary is full (max_vocab={self.max_vocab}): further new characters "
                           f"are read as {UNK!r} (U+FFFD)", CharstreamWarning, stacklevel=3)
         if not new:
             return new
-        H, n = self.hidden_size, len(new)
-        draws = np.empty((n, 2, H))
-        for i in range(n):
-            draws[i, 0] = self.rng.standard_normal(H) * 0.01   # Wxh column
-            draws[i, 1] = self.rng.standard_normal(H) * 0.01   # Why row
-        p, m = self.params, self.state.mem
-        p["Wxh"] = np.ascontiguousarray(np.concatenate([p["Wxh"], draws[:, 0].T], axis=1))
-        p["Why"] = np.concatenate([p["Why"], draws[:, 1]], axis=0)
-        p["by"] = np.concatenate([p["by"], np.zeros(n)])
-        m["Wxh"] = np.ascontiguousarray(np.concatenate([m["Wxh"], np.zeros((H, n))], axis=1))
-        m["Why"] = np.concatenate([m["Why"], np.zeros((n, H))], axis=0)
-        m["by"] = np.concatenate([m["by"], np.zeros(n)])
+        growing = [p for p in self._table() if p.grows is not None]
+        draws = {p.name: np.empty((len(new),) + tuple(np.delete(p.shape, p.grows))) for p in growing}
+        for i in range(len(new)):            # character by character, in table order (Wxh, then Why)
+            for p in growing:
+                draws[p.name][i] = self.rng.standard_normal(draws[p.name].shape[1:]) * p.scale if p.scale else 0
+        for p in growing:
+            add = np.moveaxis(draws[p.name], 0, p.grows)
+            self.params[p.name] = np.ascontiguousarray(np.concatenate([self.params[p.name], add], axis=p.grows))
+            m = self.state.mem[p.name]
+            self.state.mem[p.name] = np.ascontiguousarray(np.concatenate([m, np.zeros_like(add)], axis=p.grows))
         return new
 
     def kernel(self, seq_length=None, train=False):
@@ -136,17 +140,23 @@ class Model:
     def encode(self, text, what="text"):
         """int32 indices of the characters of `text` in the vocabulary; unknown ones are skipped
         with one CharstreamWarning naming them."""
-        idx = self._vocab.encode(text)
+        idx = self.vocabulary.encode(text)
         if (idx < 0).any():
-            unknown = sorted({c for c in text if c not in self._vocab})
+            unknown = sorted({c for c in text if c not in self.vocabulary})
             shown = ", ".join(repr(c) for c in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
             warnings.warn(f"{what} has characters the model has never seen, skipped: {shown}",
                           CharstreamWarning, stacklevel=3)
             idx = idx[idx >= 0]
         return np.ascontiguousarray(idx, dtype=np.int32)
 
+    def start_state(self, fresh_state=False):
+        """A copy of the hidden state that generation and scoring start from: the state training
+        left (`state.hprev`), or zeros with `fresh_state` (min-char-rnn's sampling starts from the
+        live state too; a trained RNN started from zeros can fall into a state training never saw)."""
+        return np.zeros_like(self.state.hprev) if fresh_state else self.state.hprev.copy()
+
     def generate_blocks(self, seed="", temperature=1.0, random_seed=None, first_block=32, max_block=4096,
-                        sampler=None, top_k=None, top_p=None):
+                        sampler=None, top_k=None, top_p=None, fresh_state=False):
         """Like `generate`, but yields the continuation as strings of growing length (cheaper to print)."""
         if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
                 or not math.isfinite(temperature) or temperature <= 0:
@@ -161,41 +171,98 @@ class Model:
         if self.vocab_size == 0:
             raise ValueError("the model has an empty vocabulary: train it on some text first")
         kernel = self.kernel()
-        h = np.zeros(self.hidden_size)
+        h = self.start_state(fresh_state)
         kernel.step(self.encode(seed, "the seed"), h)
         rng = np.random.default_rng(random_seed)
         if top_p is None and (pick is samplers.temperature or (pick is samplers.greedy and top_k is None)):
-            return _sample_blocks(self._vocab, kernel, h, float(temperature), rng, first_block, max_block,
+            return _sample_blocks(self.vocabulary, kernel, h, float(temperature), rng, first_block, max_block,
                                   greedy=pick is samplers.greedy, top_k=top_k or 0)   # the compiled paths
-        return samplers.pick_blocks(self._vocab, kernel, h, float(temperature), name, pick, top_k, top_p,
+        return samplers.pick_blocks(self.vocabulary, kernel, h, float(temperature), name, pick, top_k, top_p,
                                     rng, first_block, min(max_block, 256))
 
-    def generate(self, seed="", temperature=1.0, random_seed=None, sampler=None, top_k=None, top_p=None):
-        """An endless iterator of one-character strings: `seed` primes a fresh hidden state, then each
-        step picks the next character from `softmax(y / temperature)` and yields it. The same
-        `random_seed` gives the same text; the training state is not touched.
+    def generate(self, seed="", temperature=1.0, random_seed=None, sampler=None, top_k=None, top_p=None,
+                 fresh_state=False):
+        """An endless iterator of one-character strings: `seed` primes the hidden state training
+        left (a zero state with `fresh_state=True`), then each step picks the next character from
+        `softmax(y / temperature)` and yields it. The same `random_seed` gives the same text; the
+        training state is not touched.
 
         `sampler` is a name (`"temperature"`, the default, `"greedy"`, `"top-k"`, `"top-p"` or a
         plugin's) or a callable `(probs, rng) -> int`; `top_k` / `top_p` cut probs to the k most
         probable characters / to the nucleus of mass p before it picks (see `charstream.samplers`).
         """
-        blocks = self.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p)
+        blocks = self.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p,
+                                      fresh_state=fresh_state)
         return itertools.chain.from_iterable(blocks)   # C-level: about 2% faster than a generator expression
 
-    def evaluate(self, text):
-        """Mean cross-entropy of `text` in nats/char, hidden state carried from a zero state, without
-        training; characters outside the vocabulary are skipped (`charstream.scoring.score` also
-        scores fresh-state windows)."""
-        from .scoring import score
-        result = score(self, [text], window=None)
+    def evaluate(self, text, fresh_state=False, adapt=False):
+        """Mean cross-entropy of `text` in nats/char, the hidden state carried from where training
+        left it (zeros with `fresh_state`); characters outside the vocabulary are skipped. With
+        `adapt`, a copy of the model trains on each chunk right after scoring it (dynamic
+        evaluation); this model is never changed. See `charstream.scoring`."""
+        result = score_adaptive(self, [text], fresh_state=fresh_state) if adapt else \
+            score(self, [text], fresh_state=fresh_state)
         if result.predicted == 0:
             raise ValueError("evaluate needs at least two characters the model knows")
         return result.nats_per_char
 
     def save(self, path):
         """Write the model and its training state to one `.npz` file, atomically."""
-        from .store import save
-        save(self, path)
+        store.write(path, *self.to_arrays())
+
+    @classmethod
+    def load(cls, path):
+        """The model saved at `path`; ModelFileError saying what is wrong with any other file."""
+        meta, arrays = store.read(path)
+        try:
+            return cls.from_arrays(meta, arrays)
+        except ValueError as e:
+            raise ModelFileError(f"{path}: corrupt model file ({e})") from None
+
+    def to_arrays(self):
+        """(meta, arrays): the JSON-able facts and the plain arrays a model file holds."""
+        st = self.state
+        meta = {
+            "cell": self.cell,
+            "layers": self.layers,
+            "hidden_size": self.hidden_size,
+            "seq_length": st.seq_length,
+            "learning_rate": st.learning_rate,
+            "chunks": st.chunks,
+            "chars_seen": st.chars_seen,
+            "chars_trained": st.chars_trained,
+            "smooth_loss": None if math.isnan(st.smooth_loss) else st.smooth_loss,
+            "reset_every": st.reset_every,
+            "rng": self.rng.bit_generator.state,
+            "max_vocab": self.max_vocab,
+            "fixed_vocab": self.fixed_vocab,
+        }
+        arrays = dict(self.params)
+        arrays.update({"m" + k: v for k, v in st.mem.items()})
+        arrays.update(hprev=st.hprev, vocab=codepoints("".join(self.vocab)),
+                      tail=np.asarray(st.tail, dtype=np.uint32))
+        return meta, arrays
+
+    @classmethod
+    def from_arrays(cls, meta, arrays):
+        """The model `to_arrays` described (as `charstream.store.read` returns it, checked)."""
+        model = cls.__new__(cls)
+        model.cell, model.layers = cells.check(meta["cell"], meta["layers"])
+        model.vocabulary = Vocab(list(to_text(arrays["vocab"])), meta["max_vocab"], meta["fixed_vocab"])
+        model.rng = np.random.default_rng(0)   # its state is set from the file next
+        try:
+            model.rng.bit_generator.state = meta["rng"]
+        except Exception:
+            raise ValueError("bad random generator state") from None
+        model.file_format_version = meta.get("format_version")
+        names = cells.names(model.cell, model.layers)
+        model.params = {k: arrays[k] for k in names}
+        model.state = TrainState(mem={k: arrays["m" + k] for k in names}, hprev=arrays["hprev"],
+                                 tail=arrays["tail"].copy(), seq_length=meta["seq_length"],
+                                 learning_rate=meta["learning_rate"], chunks=meta["chunks"],
+                                 chars_seen=meta["chars_seen"], chars_trained=meta["chars_trained"],
+                                 smooth_loss=meta["smooth_loss"], reset_every=meta["reset_every"])
+        return model
 
 
 def _sample_blocks(vocab, kernel, h, temperature, rng, n, max_block, greedy=False, top_k=0):

@@ -2,6 +2,7 @@
 and, optionally, a loss log of one CSV or JSON line per report."""
 import collections
 import csv
+import itertools
 import json
 import math
 import sys
@@ -102,9 +103,8 @@ class Progress:
             self.stream = None
 
 
-def sample_text(model, length, seed="", temperature=1.0, random_seed=None):
-    """`length` characters from the live model, on its own hidden state and generator."""
-    import itertools
+def sample_text(model, length, seed="", temperature=1.0, random_seed=None, fresh_state=False):
+    """`length` characters from the live model, from a copy of its hidden state, with its own generator."""
     if model.vocab_size == 0:
         return ""
-    return "".join(itertools.islice(model.generate(seed, temperature, random_seed), length))
+    return "".join(itertools.islice(model.generate(seed, temperature, random_seed, fresh_state=fresh_state), length))

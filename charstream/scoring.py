@@ -1,4 +1,6 @@
-"""Scoring text without training: cross-entropy over the whole stream and over fresh-state windows."""
+"""Scoring text: cross-entropy over the whole stream from the state training left, statically or
+while adapting a copy of the model to the text (dynamic evaluation)."""
+import copy
 import math
 import numbers
 import statistics
@@ -6,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .trainer import Trainer
 from .vocab import UNK, codepoints
 
 LN2 = math.log(2)
@@ -18,10 +21,11 @@ class Score:
     predicted: int = 0          # characters predicted (each known character after the first)
     nats: float = 0.0           # their summed cross-entropy, hidden state carried through the text
     unknown: int = 0            # characters outside the vocabulary, skipped (not scored)
-    window: int = 0             # window length in characters
-    windows: list = field(default_factory=list)  # nats/char of each full window, scored from h = 0
+    window: int = 0             # window length in characters (0: no windows scored)
+    windows: list = field(default_factory=list)  # nats/char of each full window, each from the start state
     as_unk: int = 0             # characters outside the vocabulary read as U+FFFD (scored as U+FFFD)
     known: int = 0              # characters scored or used as context (predicted + 1, if any)
+    mode: str = "static"        # "static": the model as it is; "adapt": trained on each chunk after scoring it
 
     @property
     def nats_per_char(self):
@@ -41,31 +45,23 @@ class Score:
         return statistics.median(self.windows) if self.windows else self.nats_per_char
 
 
-def score(model, texts, window=2000):
+def score(model, texts, window=None, fresh_state=False):
     """Score an iterable of str with `model`, streaming: nothing is trained and the text is never held
     whole. Characters the model has never seen are counted in `unknown` and skipped.
 
-    A vanilla RNN's hidden state can saturate on a long text unlike its training data, so besides the
-    whole-text score each full window of `window` characters is also scored from a fresh state
-    (`window=None`: the whole-text score alone, half the work).
+    The hidden state starts where training left it (`model.start_state`; zeros with `fresh_state`)
+    and is carried through the whole text. With `window=N`, each full window of N characters is also
+    scored on its own from that same start state (the spread over excerpts; twice the work).
     """
     if window is not None and (isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 2):
         raise ValueError(f"window must be at least 2 characters, got {window!r}")
     result = Score(window=window or 0)
     kernel = model.kernel()
-    h = np.zeros(model.hidden_size)
+    h0 = model.start_state(fresh_state)
+    h = h0.copy()
     last = np.empty(0, dtype=np.int32)      # the previous known character: the next text's context
     pending = np.empty(0, dtype=np.int32)   # known characters of the window being filled
-    for text in texts:
-        idx = model._vocab.encode(text)
-        known = np.ascontiguousarray(idx[idx >= 0], dtype=np.int32)
-        result.unknown += len(idx) - len(known)
-        result.known += len(known)
-        unk = model._vocab.stoi.get(UNK)
-        if unk is not None:
-            result.as_unk += int(np.count_nonzero((idx == unk) & (codepoints(text) != ord(UNK))))
-        if not len(known):
-            continue
+    for known in _known(model, texts, result):
         seq = np.concatenate([last, known])
         if len(seq) >= 2:
             result.nats += kernel.evaluate(seq, h)   # h has now read seq[:-1]
@@ -76,6 +72,43 @@ def score(model, texts, window=2000):
         pending = np.concatenate([pending, known])
         while len(pending) >= window:
             w, pending = pending[:window], pending[window:]
-            result.windows.append(kernel.evaluate(np.ascontiguousarray(w), np.zeros(model.hidden_size))
-                                  / (window - 1))
+            result.windows.append(kernel.evaluate(np.ascontiguousarray(w), h0.copy()) / (window - 1))
     return result
+
+
+def score_adaptive(model, texts, learning_rate=None, fresh_state=False):
+    """Dynamic evaluation: like `score`, but a copy of `model` trains on the text as it is scored,
+    each chunk scored before it trains (test-then-train, the trainer's own prequential loss). The
+    copy is thrown away: `model` is not changed. Its vocabulary stays as it is (unknown characters
+    are counted and skipped, as `score` does); the characters after the last whole chunk are scored
+    without training, so both modes score the same characters."""
+    twin = copy.deepcopy(model)
+    twin.fixed_vocab = True
+    st = twin.state
+    st.tail = np.empty(0, dtype=np.uint32)        # the training stream's untrained rest is not this text
+    st.hprev = twin.start_state(fresh_state)
+    result = Score(mode="adapt")
+    trainer = Trainer(twin, learning_rate=learning_rate)
+    texts = (twin.vocabulary.decode(known) for known in _known(twin, texts, result))
+    for record in trainer.train(texts):
+        result.nats += record.loss
+        result.predicted += record.seq_length
+    rest = twin.vocabulary.lookup(st.tail).astype(np.int32)
+    if len(rest) >= 2:
+        result.nats += twin.kernel().evaluate(rest, st.hprev.copy())
+        result.predicted += len(rest) - 1
+    return result
+
+
+def _known(model, texts, result):
+    """The known characters of each text as int32 indices, counting the others in `result`."""
+    unk = model.vocabulary.stoi.get(UNK)
+    for text in texts:
+        idx = model.vocabulary.encode(text)
+        known = np.ascontiguousarray(idx[idx >= 0], dtype=np.int32)
+        result.unknown += len(idx) - len(known)
+        result.known += len(known)
+        if unk is not None:
+            result.as_unk += int(np.count_nonzero((idx == unk) & (codepoints(text) != ord(UNK))))
+        if len(known):
+            yield known

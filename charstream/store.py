@@ -1,4 +1,9 @@
-"""Model files: one `.npz` of plain arrays (never pickles), written atomically and validated on load."""
+"""Model files: one `.npz` of plain arrays (never pickles), written atomically and validated on read.
+
+This module knows files, not models: `write` takes the meta dict and arrays that `Model.to_arrays`
+gives, `read` returns them checked against the cell's parameter table (`charstream.cells`) for
+`Model.from_arrays`. The versioning policy is in docs/file-format.md.
+"""
 import json
 import math
 import os
@@ -9,18 +14,23 @@ import zipfile
 import numpy as np
 
 from .errors import ModelFileError
-from .model import PARAM_NAMES, Model, TrainState
-from .vocab import DEFAULT_MAX_VOCAB, MAX_CODEPOINT, Vocab, to_text
+from . import cells
+from .vocab import DEFAULT_MAX_VOCAB, MAX_CODEPOINT, to_text
 
 FORMAT = "charstream-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: meta names the cell and the layers; 1 (no such fields): rnn, one layer
 
 
-def save(model, path):
-    """Write `model` to `path` via a temporary file in the same folder, fsync'd, then renamed over it:
-    a crash at any moment leaves either the old file or the new one."""
+def write(path, meta, arrays):
+    """Write `meta` (JSON-able) and `arrays` to `path` via a temporary file in the same folder,
+    fsync'd, then renamed over it: a crash at any moment leaves either the old file or the new one.
+    Arrays that hold NaN or infinities are refused (ModelFileError), and the file keeps its last save."""
+    for k, v in arrays.items():
+        if v.dtype.kind == "f" and not np.isfinite(v).all():
+            raise ModelFileError(f"refusing to save: {k} has NaN or infinite values")
     path = os.path.realpath(path)   # through a symlink: replace its target, keep the link
-    arrays = _to_arrays(model)
+    meta = dict(meta, format=FORMAT, format_version=FORMAT_VERSION)
+    arrays = {"meta": np.array(json.dumps(meta)), **arrays}
     folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
     try:
@@ -80,36 +90,9 @@ def remove_stale_temps(path):
     return removed
 
 
-def _to_arrays(model):
-    st = model.state
-    for k, v in list(model.params.items()) + list(st.mem.items()) + [("hprev", st.hprev)]:
-        if not np.isfinite(v).all():
-            raise ModelFileError(f"refusing to save: {k} has NaN or infinite values")
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "hidden_size": model.hidden_size,
-        "seq_length": st.seq_length,
-        "learning_rate": st.learning_rate,
-        "chunks": st.chunks,
-        "chars_seen": st.chars_seen,
-        "chars_trained": st.chars_trained,
-        "smooth_loss": None if math.isnan(st.smooth_loss) else st.smooth_loss,
-        "rng": model.rng.bit_generator.state,
-        "max_vocab": model.max_vocab,
-        "fixed_vocab": model.fixed_vocab,
-    }
-    arrays = {"meta": np.array(json.dumps(meta)),
-              "vocab": np.array([ord(c) for c in model.vocab], dtype=np.uint32),
-              "hprev": st.hprev, "tail": np.asarray(st.tail, dtype=np.uint32)}
-    for k in PARAM_NAMES:
-        arrays[k] = model.params[k]
-        arrays["m" + k] = st.mem[k]
-    return arrays
-
-
-def load(path):
-    """Read a model written by `save`; raise ModelFileError saying what is wrong with anything else."""
+def read(path):
+    """(meta, arrays) of a model file written by `write`, checked: ModelFileError saying what is
+    wrong with anything else. meta's fields are typed and complete (`cell` and `layers` included)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ModelFileError(f"{path}: no such model file")
@@ -140,7 +123,14 @@ def load(path):
         raise ModelFileError(f"{path}: corrupt model file ({e})") from None
     except Exception as e:  # zlib.error, KeyError, struct.error from a torn archive
         raise ModelFileError(f"{path}: corrupt model file ({type(e).__name__}: {e})") from None
-    return _from_arrays(path, arrays)
+    return _checked(path, arrays)
+
+
+def _cell_of(meta):
+    """(cell, layers) a file's meta announces: version 1 knew only one layer of the rnn."""
+    if meta.get("format_version") == 1:
+        return "rnn", 1
+    return cells.check(meta.get("cell"), meta.get("layers"))
 
 
 def _read_entries(path, z, names):
@@ -159,12 +149,14 @@ def _read_entries(path, z, names):
     if "vocab" in names:
         a["vocab"] = read("vocab", MAX_CODEPOINT, 4)
     try:
-        H = max(0, int(json.loads(str(a["meta"][()]))["hidden_size"]))
+        meta = json.loads(str(a["meta"][()]))
+        H = max(0, int(meta["hidden_size"]))
+        cell, layers = _cell_of(meta)
         V = a["vocab"].size
-    except Exception:   # _from_arrays says what is wrong with the meta; read the rest within a bound
-        H = V = 1 << 12
-    items = {"Wxh": H * V, "Whh": H * H, "Why": V * H, "bh": H, "by": V}
-    items.update({"m" + k: n for k, n in list(items.items())}, hprev=H)
+    except Exception:   # _checked says what is wrong with the meta; read the rest within a bound
+        cell, layers, H, V = "lstm", 4, 1 << 12, 1 << 12
+    items = {p.name: int(np.prod(p.shape)) for p in cells.params(cell, layers, V, H)}
+    items.update({"m" + k: n for k, n in list(items.items())}, hprev=cells.state_size(cell, layers, H))
     for k, n in items.items():
         if k in names:
             a[k] = read(k, n)
@@ -173,7 +165,7 @@ def _read_entries(path, z, names):
     return a
 
 
-def _from_arrays(path, a):
+def _checked(path, a):
     def bad(msg):
         return ModelFileError(f"{path}: {msg}")
 
@@ -184,14 +176,17 @@ def _from_arrays(path, a):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise bad("not a charstream model (wrong format tag)")
     version = meta.get("format_version")
-    if not isinstance(version, int):
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise bad("corrupt model file (no format version)")
     if version > FORMAT_VERSION:
-        raise bad(f"written by a newer charstream (format {version}; this one reads up to {FORMAT_VERSION})")
-    missing = [k for k in ("vocab", "hprev", "tail") + PARAM_NAMES + tuple("m" + k for k in PARAM_NAMES)
-               if k not in a]
-    if missing:
-        raise bad(f"corrupt model file (missing {', '.join(missing)})")
+        raise bad(f"written by a newer charstream (format {version}; this one reads up to {FORMAT_VERSION}): "
+                  f"upgrade charstream to read it")
+    try:
+        cell, layers = _cell_of(meta)
+    except ValueError as e:
+        raise bad(f"corrupt model file ({e})") from None
+    if "vocab" not in a or "hprev" not in a:
+        raise bad(f"corrupt model file (missing {', '.join(k for k in ('vocab', 'hprev') if k not in a)})")
     try:
         H = int(meta["hidden_size"])
         T = int(meta["seq_length"])
@@ -199,51 +194,46 @@ def _from_arrays(path, a):
         chunks, chars_seen = int(meta["chunks"]), int(meta["chars_seen"])
         chars_trained = int(meta.get("chars_trained", chunks * T))   # absent before 0.1.0 final
         smooth = math.nan if meta["smooth_loss"] is None else float(meta["smooth_loss"])
+        reset_every = meta.get("reset_every", 0)   # absent before 0.2
         rng_state = meta["rng"]
     except (KeyError, TypeError, ValueError):
         raise bad("corrupt model file (bad 'meta')") from None
-    if H < 1 or T < 1 or not (lr > 0 and math.isfinite(lr)) or chunks < 0 or chars_seen < 0 or chars_trained < 0:
+    if H < 1 or T < 1 or not (lr > 0 and math.isfinite(lr)) or chunks < 0 or chars_seen < 0 or chars_trained < 0 \
+            or isinstance(reset_every, bool) or not isinstance(reset_every, int) or reset_every < 0:
         raise bad("corrupt model file (out-of-range hyperparameters)")
     vocab = a["vocab"]
     if vocab.dtype != np.uint32 or vocab.ndim != 1:
         raise bad(f"corrupt model file (vocab must be 1-D uint32, got {vocab.dtype} {vocab.shape})")
     if len(np.unique(vocab)) != len(vocab) or (vocab >= MAX_CODEPOINT).any():
         raise bad("corrupt model file (vocab has repeated or invalid characters)")
-    V = len(vocab)
-    shapes = {"Wxh": (H, V), "Whh": (H, H), "Why": (V, H), "bh": (H,), "by": (V,)}
-    for k, shape in shapes.items():
-        for name in (k, "m" + k):
-            _check_array(bad, name, a[name], shape)
-    _check_array(bad, "hprev", a["hprev"], (H,))
+    try:
+        to_text(vocab)
+    except UnicodeDecodeError:
+        raise bad("corrupt model file (vocab is not valid text)") from None
+    table = cells.params(cell, layers, len(vocab), H)
+    missing = [k for k in ["tail"] + [p.name for p in table] + ["m" + p.name for p in table] if k not in a]
+    if missing:
+        raise bad(f"corrupt model file (missing {', '.join(missing)})")
+    for p in table:
+        for name in (p.name, "m" + p.name):
+            _check_array(bad, name, a[name], p.shape)
+        if (a["m" + p.name] < 0).any():
+            raise bad(f"corrupt model file (m{p.name} has negative Adagrad memory)")
+    _check_array(bad, "hprev", a["hprev"], (cells.state_size(cell, layers, H),))
     tail = a["tail"]
     if tail.dtype != np.uint32 or tail.ndim != 1 or (tail >= MAX_CODEPOINT).any():
         raise bad("corrupt model file (tail must be 1-D uint32 code points)")
-    for k in PARAM_NAMES:
-        if (a["m" + k] < 0).any():
-            raise bad(f"corrupt model file (m{k} has negative Adagrad memory)")
 
-    max_vocab = meta.get("max_vocab", max(DEFAULT_MAX_VOCAB, V))   # absent from older files
+    max_vocab = meta.get("max_vocab", max(DEFAULT_MAX_VOCAB, len(vocab)))   # absent from older files
     fixed_vocab = meta.get("fixed_vocab", False)
-    if isinstance(max_vocab, bool) or not isinstance(max_vocab, int) or max_vocab < max(V, 1) \
+    if isinstance(max_vocab, bool) or not isinstance(max_vocab, int) or max_vocab < max(len(vocab), 1) \
             or not isinstance(fixed_vocab, bool):
         raise bad("corrupt model file (bad max_vocab or fixed_vocab)")
-
-    model = Model.__new__(Model)
-    try:
-        model._vocab = Vocab(list(to_text(vocab)), max_vocab, fixed_vocab)
-    except (UnicodeDecodeError, ValueError):
-        raise bad("corrupt model file (vocab is not valid text)") from None
-    model.rng = np.random.default_rng(0)   # its state is set from the file next
-    try:
-        model.rng.bit_generator.state = rng_state
-    except Exception:
-        raise bad("corrupt model file (bad random generator state)") from None
-    model.params = {k: np.ascontiguousarray(a[k]) for k in PARAM_NAMES}
-    model.state = TrainState(mem={k: np.ascontiguousarray(a["m" + k]) for k in PARAM_NAMES},
-                             hprev=np.ascontiguousarray(a["hprev"]), tail=tail.copy(), seq_length=T,
-                             learning_rate=lr, chunks=chunks, chars_seen=chars_seen,
-                             chars_trained=chars_trained, smooth_loss=smooth)
-    return model
+    meta = dict(meta, cell=cell, layers=layers, hidden_size=H, seq_length=T, learning_rate=lr, chunks=chunks,
+                chars_seen=chars_seen, chars_trained=chars_trained, smooth_loss=smooth, rng=rng_state, reset_every=reset_every,
+                max_vocab=max_vocab, fixed_vocab=fixed_vocab, format_version=version)
+    arrays = {k: np.ascontiguousarray(v) for k, v in a.items() if k != "meta"}
+    return meta, arrays
 
 
 def _check_array(bad, name, x, shape):

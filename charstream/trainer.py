@@ -29,12 +29,19 @@ class Trainer:
     `seq_length` and `learning_rate` default to the values saved in the model's state (25 and 0.1
     for a new model). How the stream is split into strings changes nothing, to the bit; the untrained
     tail stays in `model.state.tail` and continues with the next text.
+
+    `reset_every=N` zeroes the hidden state after each chunk that crosses a multiple of N trained
+    characters (saved in the model; 0 turns it off, the default, min-char-rnn's way). It costs about
+    0.02 nats/char from the trained state and makes zero-state starts as good (docs/quality.md).
     """
 
-    def __init__(self, model, seq_length=None, learning_rate=None):
+    def __init__(self, model, seq_length=None, learning_rate=None, reset_every=None):
         st = model.state
         T = st.seq_length if seq_length is None else seq_length
         lr = st.learning_rate if learning_rate is None else learning_rate
+        R = st.reset_every if reset_every is None else reset_every
+        if isinstance(R, bool) or not isinstance(R, (int, np.integer)) or R < 0:
+            raise ValueError(f"reset_every must be a whole number of characters (0: never), got {R!r}")
         if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
             raise ValueError(f"seq_length must be a positive integer, got {T!r}")
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
@@ -42,7 +49,7 @@ class Trainer:
         self.model = model
         if int(T) != st.seq_length and not math.isnan(st.smooth_loss):
             st.smooth_loss *= int(T) / st.seq_length   # it is per chunk: keep its nats/char
-        st.seq_length, st.learning_rate = int(T), float(lr)
+        st.seq_length, st.learning_rate, st.reset_every = int(T), float(lr), int(R)
 
     @property
     def seq_length(self):
@@ -76,13 +83,13 @@ class Trainer:
                     st.chars_seen += len(text)
                 if len(cps) - s < T + 1:
                     continue
-                idx = model._vocab.lookup(cps)
+                idx = model.vocabulary.lookup(cps)
                 unknown = _first_unknown(idx, s)
                 while s + T + 1 <= len(cps):
                     if unknown < s + T + 1:
                         model.grow(_unknown_chars(model, cps[s:s + T + 1]))
                         bad = s + np.flatnonzero(idx[s:] < 0)   # only the unknown ones can change
-                        idx[bad] = model._vocab.lookup(cps[bad])
+                        idx[bad] = model.vocabulary.lookup(cps[bad])
                         unknown = _first_unknown(idx, s)
                         kernel = None
                     if kernel is None:
@@ -95,6 +102,9 @@ class Trainer:
                     st.tail = cps[s:]        # a consistent state at every yield, for checkpoints
                     st.chunks += 1
                     st.chars_trained += T
+                    R = st.reset_every
+                    if R and st.chars_trained // R != (st.chars_trained - T) // R:
+                        st.hprev[:] = 0.0    # before the record: a checkpoint holds the state the next chunk reads
                     st.smooth_loss = (loss if math.isnan(st.smooth_loss)
                                       else 0.999 * st.smooth_loss + 0.001 * loss)
                     yield Record(st.chunks, st.chars_trained, loss, st.smooth_loss, model.vocab_size, T)
@@ -111,11 +121,12 @@ class Trainer:
                           "errors='surrogateescape'?): read as U+FFFD", CharstreamWarning, stacklevel=4)
         return cps
 
-    def sample(self, length=200, seed="", temperature=1.0, random_seed=None):
-        """A sample of `length` characters from the live model, drawn on its own hidden state and
-        random generator: it does not disturb training (call it between records)."""
+    def sample(self, length=200, seed="", temperature=1.0, random_seed=None, fresh_state=False):
+        """A sample of `length` characters from the live model, drawn from a copy of its hidden state
+        (zeros with `fresh_state`) with its own random generator: it does not disturb training (call
+        it between records)."""
         from .progress import sample_text
-        return sample_text(self.model, length, seed, temperature, random_seed)
+        return sample_text(self.model, length, seed, temperature, random_seed, fresh_state)
 
 
 class _Dropper:
@@ -123,7 +134,7 @@ class _Dropper:
     this depends on the text alone), warning once per run."""
 
     def __init__(self, model):
-        self.vocab, self.warned = model._vocab, False
+        self.vocab, self.warned = model.vocabulary, False
 
     def __call__(self, cps):
         if not self.vocab.closed:
@@ -148,7 +159,7 @@ def _first_unknown(idx, start):
 
 def _unknown_chars(model, cps):
     """The characters of cps not in the model's vocabulary, in first-seen order."""
-    idx = model._vocab.lookup(cps)
+    idx = model.vocabulary.lookup(cps)
     new = np.asarray(cps)[idx < 0]
     _, first = np.unique(new, return_index=True)
     return [chr(c) for c in new[np.sort(first)]]

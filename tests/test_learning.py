@@ -16,10 +16,12 @@ from charstream.scoring import score
 from helpers import assert_same_model, cli, invoke, popen, run, saved_state, stop, wait_until
 
 
-def _oracle_nats(model, text):
-    """The oracle's summed cross-entropy of `text` (every character known), from a zero hidden state."""
+def _oracle_nats(model, text, h=None):
+    """The oracle's summed cross-entropy of `text` (every character known), from hidden state `h`
+    (default: zeros)."""
     idx = list(model.encode(text))
-    loss, _, _ = oracle.loss_fun(model.params, idx[:-1], idx[1:], np.zeros(model.hidden_size))
+    h = np.zeros(model.hidden_size) if h is None else h.copy()
+    loss, _, _ = oracle.loss_fun(model.params, idx[:-1], idx[1:], h)
     return loss
 
 
@@ -41,8 +43,11 @@ def test_score_streams_like_one_text(shakespeare):
     assert whole.nats == pytest.approx(pieces.nats, rel=1e-12)
     assert whole.windows == pytest.approx(pieces.windows, rel=1e-12)
     assert len(whole.windows) == len(text) // 500
-    # the same as the numpy oracle over the whole text at once
-    assert whole.nats == pytest.approx(_oracle_nats(m, text), rel=1e-10)
+    # the same as the numpy oracle over the whole text at once, from the state training left
+    assert whole.nats == pytest.approx(_oracle_nats(m, text, m.state.hprev), rel=1e-10)
+    assert whole.windows[0] == pytest.approx(_oracle_nats(m, text[:500], m.state.hprev) / 499, rel=1e-10)
+    fresh = score(m, [text], fresh_state=True)
+    assert fresh.nats == pytest.approx(_oracle_nats(m, text), rel=1e-10)
 
 
 def test_fresh_model_scores_about_log_v(tmp_path, shakespeare):
@@ -58,7 +63,7 @@ def test_fresh_model_scores_about_log_v(tmp_path, shakespeare):
     assert d["nats_per_char"] == pytest.approx(nats, rel=1e-10)
     assert d["bits_per_char"] == pytest.approx(nats / math.log(2), rel=1e-10)
     assert d["perplexity"] == pytest.approx(math.exp(nats), rel=1e-10)
-    assert d["windows"] == 2 and d["unknown_chars"] == 0
+    assert d["unknown_chars"] == 0 and d["mode"] == "static" and "windows" not in d
 
 
 def test_training_lowers_the_score_and_unknown_chars_are_counted(model_path, shakespeare):
@@ -70,7 +75,9 @@ def test_training_lowers_the_score_and_unknown_chars_are_counted(model_path, sha
     assert d["chars_scored"] == len(text) - d["unknown_chars"] - 1
     assert d["nats_per_char"] < math.log(charstream.load(model_path).vocab_size) - 0.3
     human = invoke("eval", "-", "--model", model_path, input=shakespeare[6000:9000])
-    assert "bits/char" in human.stdout and "perplexity" in human.stdout and "median" in human.stdout
+    assert "bits/char" in human.stdout and "perplexity" in human.stdout and "median" not in human.stdout
+    windows = invoke("eval", "-", "--model", model_path, "--window", "1000", input=shakespeare[6000:9000])
+    assert "median of 2 windows of 1,000" in windows.stdout   # 2,998 known characters
 
 
 def test_eval_refuses_text_it_cannot_score(model_path):
@@ -111,7 +118,7 @@ def test_info(model_path):
     assert d["chunks_trained"] == m.state.chunks == (6000 - 1) // 25
     assert d["chars_seen"] == 6000 and d["file_bytes"] == os.path.getsize(model_path)
     assert d["recent_bits_per_char"] == pytest.approx(m.state.smooth_loss / 25 / math.log(2))
-    assert d["format_version"] == 1
+    assert d["format_version"] == 2   # the file's version (what a new save writes)
     text = invoke("info", "--model", model_path).stdout
     assert "hidden size    16" in text and "\\n" in text
 

@@ -1,5 +1,6 @@
 """Model construction, the generator, and the model file's round trip and refusals."""
 import itertools
+import json
 import zipfile
 
 import numpy as np
@@ -135,7 +136,7 @@ def test_refusals(tmp_path):
     cases["pickled.npz"] = "pickled"
     with np.load(good) as z:
         arrays = dict(z)
-    newer = dict(arrays, meta=np.array(str(arrays["meta"]).replace('"format_version": 1', '"format_version": 99')))
+    newer = dict(arrays, meta=np.array(str(arrays["meta"]).replace('"format_version": 2', '"format_version": 99')))
     _write(tmp_path / "newer.npz", **newer)
     cases["newer.npz"] = "newer charstream"
     _write(tmp_path / "shape.npz", **dict(arrays, Whh=np.zeros((3, 3))))
@@ -163,3 +164,23 @@ def test_pickled_file_runs_no_code(tmp_path):
     with pytest.raises(charstream.ModelFileError):
         charstream.load(tmp_path / "evil.npz")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_version_1_file_loads_as_one_rnn_layer_and_says_its_version(tmp_path):
+    m = charstream.Model("abc", hidden_size=4, seed=0)
+    list(charstream.Trainer(m, seq_length=3).train(["abcabcabca"]))
+    m.save(tmp_path / "v2.npz")
+    with np.load(tmp_path / "v2.npz") as z:
+        arrays = dict(z)
+    meta = json.loads(str(arrays["meta"]))
+    assert (meta["format_version"], meta["cell"], meta["layers"]) == (2, "rnn", 1)
+    for k in ("cell", "layers"):
+        del meta[k]
+    meta["format_version"] = 1                     # what charstream 0.1 wrote
+    _write(tmp_path / "v1.npz", **dict(arrays, meta=np.array(json.dumps(meta))))
+    old = charstream.load(tmp_path / "v1.npz")
+    assert (old.cell, old.layers, old.file_format_version) == ("rnn", 1, 1)
+    for k, v in m.params.items():
+        np.testing.assert_array_equal(old.params[k], v)
+    old.save(tmp_path / "v1.npz")                  # saving writes the current version
+    assert charstream.load(tmp_path / "v1.npz").file_format_version == 2

@@ -208,7 +208,7 @@ def test_a_fake_distribution_drives_train_and_generate_end_to_end(tmp_path):
                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = gen.communicate(timeout=60)
     assert gen.returncode == 0, err
-    assert out.decode() == "Мо" + model.vocab[-1] * 25 + "\n"
+    assert out.decode() == "Мо" + model.vocab[-1] * 25   # exactly the seed and --length characters
     listing = popen(cli("plugins"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = listing.communicate(timeout=60)
     assert f"from {DIST} 1.0" in out.decode() and listing.returncode == 1   # the fake has broken entries

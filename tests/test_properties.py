@@ -11,8 +11,10 @@ from hypothesis.extra import numpy as hnp
 
 import charstream
 from charstream.cli import main
-from charstream.model import PARAM_NAMES
+from charstream.cells import names
 from helpers import assert_same_model
+
+PARAM_NAMES = names("rnn", 1)
 
 FAST = settings(max_examples=40, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -9,7 +9,7 @@ import warnings
 import click
 
 from ..errors import CharstreamError, CharstreamWarning
-from ..store import load
+from ..model import Model
 from .interrupts import Terminated
 
 
@@ -39,7 +39,7 @@ def load_model(path):
         raise click.ClickException(
             f"no model at {path}: train one first, e.g. `charstream corpus | charstream train -`")
     try:
-        return load(path)
+        return Model.load(path)
     except CharstreamError as e:
         raise click.ClickException(str(e)) from None
 

@@ -25,8 +25,13 @@ from .common import (FiniteFloat, Terminated, fail, load_model, model_option, qu
               help="How the next character is picked: temperature (draw from the probabilities), "
                    "greedy (the most probable), top-k, top-p, or a plugin's sampler (see `charstream plugins`).")
 @click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Same seed, same text.")
-def generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed):
+@click.option("--fresh-state", is_flag=True,
+              help="Start from a zero hidden state instead of the state training left (see docs/quality.md).")
+def generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed, fresh_state):
     """Write SEED then text sampled from the model to stdout, one character after another.
+
+    The hidden state starts where training left it, with SEED read on top. With --length N exactly
+    the seed and N characters are written (and a newline, only when stdout is a terminal).
 
     \b
     Examples:
@@ -39,7 +44,7 @@ def generate(model_path, seed, length, temperature, top_k, top_p, sampler, rando
     show_warnings()
     try:   # Ctrl-C ends it with 130, SIGTERM like a closed pipe with 0; never a traceback
         with sigterm_raises():
-            _generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed)
+            _generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed, fresh_state)
     except KeyboardInterrupt:
         _stop(130)
     except Terminated:
@@ -56,7 +61,7 @@ def _stop(code):
     quiet_exit(code)
 
 
-def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed):
+def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed, fresh_state):
     if 1.0 / temperature == float("inf"):
         raise click.BadParameter(f"{temperature} is too small (its inverse overflows).",
                                  param_hint="'--temperature'")
@@ -65,7 +70,8 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
                                  param_hint="'--sampler'")
     model = load_model(resolve_model_path(model_path))
     try:
-        blocks = model.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p)
+        blocks = model.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p,
+                                       fresh_state=fresh_state)
     except (ValueError, CharstreamError) as e:
         raise fail(e)
     if sys.stdout is None:   # `>&-`
@@ -83,7 +89,7 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
             out.flush()
             if left == 0:
                 break
-        if length is not None:
+        if length is not None and _isatty(sys.stdout):   # a pipe gets exactly seed + N characters
             out.write(b"\n")
             out.flush()
     except BrokenPipeError:
@@ -91,6 +97,13 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
     except CharstreamError as e:   # a sampler plugin that fails or returns a bad index
         out.flush()
         raise fail(e)
+
+
+def _isatty(stream):
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):
+        return False
 
 
 def _utf8(text):

@@ -7,7 +7,6 @@ import unicodedata
 import click
 
 from ..scoring import LN2
-from ..store import FORMAT_VERSION
 from .common import load_model, model_option, resolve_model_path
 
 
@@ -29,7 +28,7 @@ def describe(model, path):
     recent = st.smooth_loss / st.seq_length if not math.isnan(st.smooth_loss) else None
     return {
         "path": os.path.abspath(path),
-        "format_version": FORMAT_VERSION,
+        "format_version": model.file_format_version,
         "file_bytes": os.path.getsize(path),
         "hidden_size": model.hidden_size,
         "vocab_size": model.vocab_size,

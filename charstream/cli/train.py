@@ -1,16 +1,13 @@
 """`charstream train`: learn from paths or stdin as the text arrives, saving as it goes."""
-import os
 import threading
 import time
 
 import click
 
 from ..errors import CharstreamError, SourceFailed
-from ..lock import WriterLock
-from ..model import Model
+from ..checkpoint import Checkpoint, OptionError, SaveFailed, open_model, writer_lock
 from ..progress import Progress
 from ..sources import Listener, chain_sources, check_source, with_idle
-from ..store import remove_stale_temps, save
 from ..trainer import Trainer
 from ..vocab import DEFAULT_MAX_VOCAB
 from .budget import BudgetReached, Deadline, limit_chars, repeat_sources
@@ -28,6 +25,9 @@ from .interrupts import Interrupts, Terminated, exit_code
 @click.option("--learning-rate", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Adagrad learning rate (default 0.1, or the model's).")
 @click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Seed of a new model's weights.")
+@click.option("--reset-every", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Zero the hidden state every N characters trained (default 0: never, or the model's); "
+                   "makes --fresh-state starts safe at a small cost (docs/quality.md).")
 @click.option("--listen", metavar="HOST:PORT", default=None,
               help="After the SOURCEs (if any), accept TCP connections on HOST:PORT one after another and "
                    "train on each, until interrupted (port 0: any free port, printed on stderr).")
@@ -53,7 +53,7 @@ from .interrupts import Interrupts, Terminated, exit_code
               help="Stop after reading this many characters, and save.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
               help="Append one line per progress report to this file (CSV if it ends in .csv, else JSON lines).")
-def train(sources, model_path, hidden_size, seq_length, learning_rate, random_seed, listen, max_vocab,
+def train(sources, model_path, hidden_size, seq_length, learning_rate, random_seed, reset_every, listen, max_vocab,
           initial_vocab, fixed_vocab, checkpoint_every, report_every, sample_every, passes, max_seconds,
           max_chars, log_path):
     """Train a model on SOURCEs as the text arrives, in order, as one stream: paths, - for stdin
@@ -94,71 +94,34 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
             with _writer_lock(path):
                 model = _open_model(path, hidden_size, random_seed, max_vocab, initial_vocab, fixed_vocab)
                 try:
-                    trainer = Trainer(model, seq_length, learning_rate)
+                    trainer = Trainer(model, seq_length, learning_rate, reset_every)
                 except ValueError as e:
                     raise fail(e)
                 _train(model, path, trainer, sources, listener, interrupts, checkpoint_every, report_every,
                        sample_every, max_seconds, max_chars, log_path)
+        except SaveFailed as e:   # the last save; the file keeps what it held
+            raise fail(e)
         except (KeyboardInterrupt, Terminated) as e:   # before any training: nothing to save
             say("interrupted before any text arrived: nothing saved")
             raise SystemExit(exit_code(e))
 
 
 def _writer_lock(path):
-    """Create the model's folder if needed and take its writer lock, or exit saying why not."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise click.ClickException(f"{folder}: not a directory: the model could not be saved there")
-    if not os.path.isdir(folder):
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as e:
-            raise click.ClickException(f"cannot create {folder}: {e.strerror}") from None
-    denied = click.ClickException(f"{folder}: permission denied: the model could not be saved there")
-    if not os.access(folder, os.W_OK):
-        raise denied
-    lock = WriterLock(path)
+    """Take the model's writer lock, or exit saying why not."""
     try:
-        lock.acquire()
+        return writer_lock(path)
     except CharstreamError as e:
         raise fail(e)
-    except PermissionError:
-        raise denied from None
-    except OSError as e:
-        raise click.ClickException(f"{folder}: {e.strerror}: the model could not be saved there") from None
-    remove_stale_temps(path)   # we are the only writer: any temporary file is from a killed save
-    return lock
 
 
 def _open_model(path, hidden_size, random_seed, max_vocab, initial_vocab, fixed_vocab):
-    if os.path.exists(path):
-        model = load_model(path)
-        if hidden_size is not None and hidden_size != model.hidden_size:
-            raise click.BadParameter(
-                f"{path} has hidden size {model.hidden_size}; a new size needs a new --model path",
-                param_hint="--hidden-size")
-        if random_seed is not None:
-            say(f"Warning: --random-seed only seeds new models; {path} already exists")
-        if initial_vocab is not None:
-            say(f"Warning: --vocab only sets up new models; {path} already exists")
-        try:
-            if max_vocab is not None:
-                model.max_vocab = max_vocab
-        except ValueError as e:
-            raise click.BadParameter(f"{path}: {e}", param_hint="--max-vocab") from None
-        if fixed_vocab is not None:
-            model.fixed_vocab = fixed_vocab
-        return model
-    if fixed_vocab and not initial_vocab:
-        raise click.BadParameter("a new model with a fixed vocabulary needs its characters: give --vocab CHARS",
-                                 param_hint="--fixed-vocab")
     try:
-        return Model(dict.fromkeys(initial_vocab or ""), hidden_size or 100, seed=random_seed,
-                     max_vocab=max_vocab or DEFAULT_MAX_VOCAB, fixed_vocab=bool(fixed_vocab))
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--vocab") from None
-    except MemoryError:
-        raise click.ClickException(f"not enough memory for a model of hidden size {hidden_size}") from None
+        return open_model(path, hidden_size=hidden_size, random_seed=random_seed, max_vocab=max_vocab,
+                          vocab=initial_vocab, fixed_vocab=fixed_vocab)
+    except OptionError as e:
+        raise click.BadParameter(str(e), param_hint="--" + e.option.replace("_", "-")) from None
+    except CharstreamError as e:
+        raise fail(e)
 
 
 def _train(model, path, trainer, sources, listener, interrupts, checkpoint_every, report_every, sample_every,
@@ -169,7 +132,7 @@ def _train(model, path, trainer, sources, listener, interrupts, checkpoint_every
     log = _open_log(log_path)   # closed below; a failing run exits the process
     progress = Progress(model, every=report_every, sample_every=sample_every, log=log,
                         log_format="csv" if log_path and log_path.lower().endswith(".csv") else "jsonl")
-    checkpoint = Checkpoint(model, path, checkpoint_every, interrupts)
+    checkpoint = Checkpoint(model, path, checkpoint_every, guard=interrupts.deferred)
     deadline = Deadline(max_seconds)
 
     def on_idle():   # no text for a while: the time budget and checkpoints still run
@@ -239,55 +202,6 @@ def _train(model, path, trainer, sources, listener, interrupts, checkpoint_every
         f"{st.chunks - chunks0:,} chunks trained now, {st.chunks:,} in all)")
 
 
-class Checkpoint:
-    """Saves the model every `every` seconds (0: never) when there is something new to save.
-
-    A periodic save that fails (a full disk) is reported and retried later, training goes on; the
-    final save failing is an error. Either way the file keeps the previous save intact.
-    """
-
-    def __init__(self, model, path, every, interrupts=None):
-        self.model, self.path, self.every = model, path, every
-        self.interrupts = interrupts or Interrupts()
-        self.last = time.monotonic()
-        self.existed = os.path.exists(path)
-        self.saved = self._progress() if self.existed else None   # what the file holds
-        self.saves = 0
-        self.failing = False   # the last periodic save failed
-
-    def _progress(self):
-        st = self.model.state   # text received and chunks trained: a save is due when either moved
-        return st.chars_seen, st.chunks
-
-    def maybe(self, now=None):
-        now = time.monotonic() if now is None else now
-        if self.every and now - self.last >= self.every and self._progress() != self.saved:
-            try:
-                self.save()
-            except click.ClickException as e:
-                self.last = time.monotonic()
-                if not self.failing:   # once per run of failures, not at every retry
-                    say(f"Warning: checkpoint failed, training goes on and will retry: {e.message}")
-                self.failing = True
-            else:
-                self.failing = False
-
-    def save(self):
-        if self._progress() == self.saved:
-            return   # the file already holds this state
-        with self.interrupts.deferred():   # a signal waits for the save, and for knowing it is done
-            _save(self.model, self.path, self.kept())
-            self.last = time.monotonic()
-            self.saved = self._progress()
-            self.saves += 1
-
-    def kept(self):
-        """What the model file holds now, for error messages."""
-        if self.saves or self.existed:
-            return f"{self.path} keeps its last good save"
-        return f"nothing was saved to {self.path}"
-
-
 def _open_log(path):
     if path is None:
         return None
@@ -295,12 +209,3 @@ def _open_log(path):
         return open(path, "a", encoding="utf-8", newline="")
     except OSError as e:
         raise click.ClickException(f"{path}: cannot open the log: {e.strerror}") from None
-
-
-def _save(model, path, kept):
-    try:
-        save(model, path)
-    except CharstreamError as e:   # parameters that became NaN or infinite are never saved
-        raise click.ClickException(f"{fail(e).message}; {kept}") from None
-    except OSError as e:
-        raise click.ClickException(f"saving {path} failed: {e.strerror or e}; {kept}") from None
