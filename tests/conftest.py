@@ -31,3 +31,14 @@ def isolated_model_home(tmp_path, monkeypatch):
     # the tests' own fake distribution may load (test_plugins.DIST).
     monkeypatch.setenv("CHARSTREAM_PLUGINS", "fake-charstream-plugin")
     yield
+
+
+@pytest.fixture
+def ja_model(tmp_path):
+    """A small model trained on Japanese, and the file it is saved in."""
+    import charstream
+    text = "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。" * 20
+    m = charstream.Model("", hidden_size=16, seed=0)
+    list(charstream.Trainer(m).train([text]))
+    m.save(tmp_path / "ja.npz")
+    return tmp_path / "ja.npz", m

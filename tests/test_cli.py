@@ -1,5 +1,4 @@
 """The command line through click's CliRunner, and as a real process where pipes matter."""
-import os
 import select
 import subprocess
 import sys
@@ -11,6 +10,8 @@ from click.testing import CliRunner
 
 import charstream
 from charstream.cli import main
+from charstream.vocab import Vocab
+from helpers import cli, invoke, popen
 
 
 @pytest.fixture
@@ -113,17 +114,8 @@ def test_help_shows_examples(run):
         assert r.exit_code == 0 and "Example" in r.output and "charstream" in r.output
 
 
-def _cli(*args):
-    """The installed command (run from a folder where no source tree shadows the package)."""
-    return [sys.executable, "-m", "charstream", *args]
-
-
-def _popen(args, **kw):
-    return subprocess.Popen(args, cwd=os.path.dirname(os.path.abspath(__file__)) + "/data", **kw)
-
-
 def test_generate_into_a_closed_pipe_ends_cleanly(trained):
-    gen = _popen(_cli("generate", "--model", str(trained)), stdout=subprocess.PIPE,
+    gen = popen(cli("generate", "--model", str(trained)), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
     head = subprocess.run(["head", "-c", "100"], stdin=gen.stdout, capture_output=True, timeout=60)
     gen.stdout.close()
@@ -135,7 +127,7 @@ def test_generate_into_a_closed_pipe_ends_cleanly(trained):
 
 def test_a_pipe_that_stays_open_keeps_training(tmp_path, shakespeare):
     path = tmp_path / "live.npz"
-    proc = _popen(_cli("train", "-", "--model", str(path), "--hidden-size", "8",
+    proc = popen(cli("train", "-", "--model", str(path), "--hidden-size", "8",
                                  "--report-every", "0.1", "--checkpoint-every", "0.2", "--sample-every", "0"),
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -157,7 +149,7 @@ def test_a_pipe_that_stays_open_keeps_training(tmp_path, shakespeare):
 def test_sigterm_during_train_saves_and_exits_143(tmp_path, shakespeare):
     import signal
     path = tmp_path / "t.npz"
-    proc = _popen(_cli("train", "-", "--model", str(path), "--hidden-size", "8",
+    proc = popen(cli("train", "-", "--model", str(path), "--hidden-size", "8",
                                  "--checkpoint-every", "0", "--report-every", "0", "--sample-every", "0"),
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -173,3 +165,26 @@ def test_sigterm_during_train_saves_and_exits_143(tmp_path, shakespeare):
         proc.kill()
         proc.stdin.close()
     assert charstream.load(path).state.chars_seen == 3000
+
+
+# -- output that cannot be written as asked (moved from test_qa.py and test_review.py)
+
+def test_generate_writes_utf8_even_for_an_old_model_with_surrogates(tmp_path):
+    m = charstream.Model("abc", hidden_size=8, seed=0)
+    m.vocabulary = Vocab(["a", "\udcff", "\ud800"])        # as an older charstream could have saved
+    m.params["by"][:] = [0.0, 5.0, 5.0]
+    m.save(tmp_path / "old.npz")
+    r = invoke("generate", "--model", tmp_path / "old.npz", "--length", "50", "--random-seed", "0")
+    assert r.exit_code == 0, r.output
+    out = r.stdout_bytes
+    assert b"\xff" in out and "\ufffd".encode() in out
+    assert out.replace(b"\xff", b"").decode("utf-8")
+
+
+def test_generate_with_stdout_closed_is_one_error(tmp_path, shakespeare):
+    assert CliRunner().invoke(main, ["train", "-", "--model", str(tmp_path / "m.npz"), "--hidden-size", "8"],
+                              input=shakespeare[:1000]).exit_code == 0
+    r = subprocess.run(f'"{sys.executable}" -m charstream generate --model m.npz --length 10 >&-',
+                       shell=True, cwd=tmp_path, capture_output=False, stderr=subprocess.PIPE, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.decode().strip() == "Error: stdout is closed: there is nowhere to write the text"

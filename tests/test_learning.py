@@ -8,16 +8,21 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import charstream
-from charstream.cli import main
+import oracle
+from charstream.errors import CharstreamWarning
 from charstream.scoring import score
-from test_trainer import assert_same_model
+from helpers import assert_same_model, cli, invoke, popen, run, saved_state, stop, wait_until
 
 
-def invoke(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+def _oracle_nats(model, text, h=None):
+    """The oracle's summed cross-entropy of `text` (every character known), from hidden state `h`
+    (default: zeros)."""
+    idx = list(model.encode(text))
+    h = np.zeros(model.hidden_size) if h is None else h.copy()
+    loss, _, _ = oracle.loss_fun(model.params, idx[:-1], idx[1:], h)
+    return loss
 
 
 @pytest.fixture
@@ -38,12 +43,11 @@ def test_score_streams_like_one_text(shakespeare):
     assert whole.nats == pytest.approx(pieces.nats, rel=1e-12)
     assert whole.windows == pytest.approx(pieces.windows, rel=1e-12)
     assert len(whole.windows) == len(text) // 500
-    # the same as the kernel over the whole text at once, from the state training left
-    idx = m.encode(text)
-    assert whole.nats == pytest.approx(m.kernel().evaluate(idx, m.state.hprev.copy()), rel=1e-12)
-    assert whole.windows[0] == pytest.approx(m.kernel().evaluate(idx[:500], m.state.hprev.copy()) / 499, rel=1e-12)
+    # the same as the numpy oracle over the whole text at once, from the state training left
+    assert whole.nats == pytest.approx(_oracle_nats(m, text, m.state.hprev), rel=1e-10)
+    assert whole.windows[0] == pytest.approx(_oracle_nats(m, text[:500], m.state.hprev) / 499, rel=1e-10)
     fresh = score(m, [text], fresh_state=True)
-    assert fresh.nats == pytest.approx(m.kernel().evaluate(idx, np.zeros(16)), rel=1e-12)
+    assert fresh.nats == pytest.approx(_oracle_nats(m, text), rel=1e-10)
 
 
 def test_fresh_model_scores_about_log_v(tmp_path, shakespeare):
@@ -54,8 +58,11 @@ def test_fresh_model_scores_about_log_v(tmp_path, shakespeare):
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["nats_per_char"] == pytest.approx(math.log(len(vocab)), rel=0.01)
-    assert d["bits_per_char"] == pytest.approx(d["nats_per_char"] / math.log(2))
-    assert d["perplexity"] == pytest.approx(math.exp(d["nats_per_char"]))
+    nats = _oracle_nats(charstream.Model(vocab, hidden_size=8, seed=0), shakespeare[:5000]) / 4999
+    assert d["chars_scored"] == 4999
+    assert d["nats_per_char"] == pytest.approx(nats, rel=1e-10)
+    assert d["bits_per_char"] == pytest.approx(nats / math.log(2), rel=1e-10)
+    assert d["perplexity"] == pytest.approx(math.exp(nats), rel=1e-10)
     assert d["unknown_chars"] == 0 and d["mode"] == "static" and "windows" not in d
 
 
@@ -141,18 +148,20 @@ def test_max_chars_stops_exactly(tmp_path, shakespeare):
 
 
 def test_max_seconds_stops_a_quiet_pipe_and_saves(tmp_path, shakespeare):
+    """All the text trains and is checkpointed while the pipe stays open; the budget then runs out
+    while the pipe is quiet (not between chunks), and the model is saved."""
     path = tmp_path / "t.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "charstream", "train", "-", "--model", str(path),
-                             "--max-seconds", "1", "--hidden-size", "8"], stdin=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=tmp_path)
+    proc = popen(cli("train", "-", "--model", path, "--max-seconds", "2", "--hidden-size", "8",
+                     "--checkpoint-every", "0.05"), stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         proc.stdin.write(shakespeare[:2000].encode())
         proc.stdin.flush()
+        wait_until(lambda: getattr(saved_state(path), "chunks", 0) == 79, what="a checkpoint of all 79 chunks")
+        assert proc.poll() is None, "the budget ran out before the text had trained"
         assert proc.wait(timeout=30) == 0
-        assert b"stopped after --max-seconds 1" in proc.stderr.read()
+        assert proc.stderr.read().decode().splitlines()[-2] == "stopped after --max-seconds 2"
     finally:
-        proc.kill()
-        proc.stdin.close()
+        stop(proc)
     assert charstream.load(path).state.chars_seen == 2000
 
 
@@ -203,3 +212,127 @@ def test_a_log_named_in_upper_case_csv_is_csv(tmp_path, shakespeare):
                input=shakespeare[:500])
     assert r.exit_code == 0
     assert log.read_text().splitlines()[0].startswith("time,elapsed_s,")
+
+
+# -- progress, eval and info wording, passes and budgets (moved from test_qa.py and test_review.py)
+
+class _ClosedPipe:
+    def isatty(self):
+        return False
+
+    def write(self, s):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_progress_on_a_closed_stderr_does_not_stop_training(shakespeare):
+    from charstream.progress import Progress
+    m = charstream.Model("", hidden_size=8, seed=0)
+    progress = Progress(m, every=0, sample_every=1e-9, stream=_ClosedPipe())
+    n = 0
+    for record in charstream.Trainer(m).train([shakespeare[:2000]]):
+        progress.update(record)
+        n += 1
+    progress.report(record)
+    progress.close_line()
+    assert n == m.state.chunks == 79
+
+
+def test_the_log_has_one_row_per_report_not_a_repeated_last_one(tmp_path, shakespeare):
+    (tmp_path / "a.txt").write_text(shakespeare[:1001])
+    r = invoke("train", tmp_path / "a.txt", "--model", tmp_path / "m.npz", "--hidden-size", "8",
+            "--report-every", "0", "--log", tmp_path / "loss.csv")
+    assert r.exit_code == 0, r.output
+    rows = (tmp_path / "loss.csv").read_text().splitlines()
+    assert len(rows) == 1 + 40 and [row.split(",")[4] for row in rows[1:]] == [str(i) for i in range(1, 41)]
+    assert r.stderr.count("chunks 40 ") == 1
+
+
+@pytest.fixture
+def small_model(tmp_path, shakespeare):
+    path = tmp_path / "s.npz"
+    m = charstream.Model("", hidden_size=8, seed=0, max_vocab=12)
+    with pytest.warns(CharstreamWarning, match="the vocabulary is full"):
+        list(charstream.Trainer(m).train([shakespeare[:600]]))
+    m.save(path)
+    return path, m
+
+
+def test_eval_counts_the_characters_a_full_vocabulary_reads_as_u_fffd(small_model):
+    import json
+    path, m = small_model
+    assert m.vocab_size == 12 and "\ufffd" in m.vocab
+    text = "First: qqq wxy \ufffd"
+    outside = sum(c not in m.vocab for c in text)
+    r = invoke("eval", "-", "--model", path, "--json", input=text)
+    d = json.loads(r.stdout)
+    assert d["unknown_chars"] == 0 and d["chars_read_as_unk"] == outside > 0
+    r = invoke("eval", "-", "--model", path, input=text)
+    assert f"{outside} characters outside it read as U+FFFD" in r.stdout
+
+
+def test_eval_of_one_known_character_says_so(small_model):
+    path, _ = small_model
+    r = invoke("eval", "-", "--model", path, input="F")
+    assert r.exit_code == 1
+    assert "only one character the model knows" in r.stderr and "empty" not in r.stderr
+
+
+def test_singular_counts_read_right(small_model, tmp_path):
+    path, _ = small_model
+    r = invoke("eval", "-", "--model", path, "--window", "2", input="Fi")
+    assert "1 character scored" in r.stdout and "median of 1 window of 2" in r.stdout
+    m = charstream.Model("\ufffd", hidden_size=4)
+    m.save(tmp_path / "one.npz")
+    assert "vocabulary     1 character: " in invoke("info", "--model", tmp_path / "one.npz").stdout
+
+
+def test_info_preview_escapes_what_would_merge_or_vanish_on_screen(tmp_path):
+    m = charstream.Model(["a", "\u0301", "👍", "\U0001F3FD", "\u200d", "\t", "я", "猫"], hidden_size=4)
+    m.save(tmp_path / "v.npz")
+    out = invoke("info", "--model", tmp_path / "v.npz").stdout
+    assert "8 characters: a\\u0301👍\\U0001f3fd\\u200d\\tя猫" in out
+
+
+def test_info_says_when_the_smoothed_loss_is_still_mostly_the_first_chunk(tmp_path, shakespeare):
+    m = charstream.Model("", hidden_size=8, seed=0)
+    list(charstream.Trainer(m).train([shakespeare[:1001]]))
+    m.save(tmp_path / "m.npz")
+    line = [x for x in invoke("info", "--model", tmp_path / "m.npz").stdout.splitlines() if x.startswith("recent")]
+    assert "after 40 chunks 96% of it is still the first chunk's loss" in line[0]
+
+
+def test_plot_script_without_matplotlib_says_what_it_needs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "plot_log.py"
+    (tmp_path / "loss.jsonl").write_text("")
+    code = ("import runpy, sys; sys.modules['matplotlib'] = None; "
+            f"sys.argv = ['plot_log.py', {str(tmp_path / 'loss.jsonl')!r}, {str(tmp_path / 'o.png')!r}]; "
+            f"runpy.run_path({str(script)!r}, run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        "Error: plot_log.py needs matplotlib, which charstream does not install: pip install matplotlib"]
+
+
+def test_passes_read_file_urls_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text("Привет, мир! " * 10, encoding="utf-8")
+    for i, src in enumerate(["file://a.txt", f"FILE://{tmp_path / 'a.txt'}", "a.txt"]):
+        r = invoke("train", src, "--passes", "2", "--model", f"m{i}.npz", "--hidden-size", "4", "--random-seed", "0")
+        assert r.exit_code == 0, r.output
+        assert charstream.load(tmp_path / f"m{i}.npz").state.chars_seen == 260
+    r = invoke("train", "-", "--passes", "2", "--model", "x.npz", input="abc")
+    assert r.exit_code == 2 and "- is a stream" in r.stderr
+
+
+def test_a_time_budget_with_no_client_exits_0_saying_so(tmp_path):
+    r = run(cli("train", "--listen", "127.0.0.1:0", "--max-seconds", "0.5", "--model", tmp_path / "l.npz"),
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    last = r.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("stopped after --max-seconds 0.5: no text arrived from --listen 127.0.0.1:")
+    assert not (tmp_path / "l.npz").exists()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import charstream
-from test_trainer import assert_same_model
+from helpers import assert_same_model
 
 
 def test_fresh_model_matches_min_char_rnn_init():

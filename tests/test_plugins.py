@@ -3,6 +3,7 @@ drives a source scheme and a sampler through the API and the command line; broke
 import importlib
 import itertools
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ from charstream import plugins
 from charstream.cli import main
 from charstream.errors import CharstreamError
 from charstream.sources import open_source
-from test_cli import _cli, _popen
+from helpers import cli, invoke, popen
 
 MODULE = "fake_charstream_plugin"
 DIST = "fake-charstream-plugin"
@@ -141,17 +142,16 @@ def test_a_plugin_sampler_through_the_api(fake_dist):
 
 @pytest.mark.parametrize("name, msg", [
     ("broken", f"sampler plugin 'broken' ({MODULE}_missing:nothing, from {DIST} 1.0) failed to load: "
-               f"ModuleNotFoundError"),
+               f"ModuleNotFoundError: No module named '{MODULE}_missing'"),
     ("notcallable", f"sampler plugin 'notcallable' ({MODULE}:not_callable, from {DIST} 1.0) is not callable"),
 ])
 def test_a_broken_plugin_is_one_line_naming_it(fake_dist, name, msg, tmp_path):
-    with pytest.raises(plugins.PluginError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(plugins.PluginError, match=f"^{re.escape(msg)}$"):
         charstream.Model("ab", hidden_size=4).generate(sampler=name)
     m = charstream.Model("ab", hidden_size=4, seed=0)
     m.save(tmp_path / "m.npz")
     r = CliRunner().invoke(main, ["generate", "--model", str(tmp_path / "m.npz"), "--sampler", name])
-    assert r.exit_code == 1 and r.stderr == f"Error: {msg}" + r.stderr.split(msg, 1)[1]
-    assert r.stderr.count("\n") == 1
+    assert r.exit_code == 1 and r.stderr == f"Error: {msg}\n"
     # the commands that do not use it are untouched
     assert CliRunner().invoke(main, ["generate", "--model", str(tmp_path / "m.npz"), "--length", "5"]).exit_code == 0
     assert CliRunner().invoke(main, ["train", "repeat://ab*30", "--model", str(tmp_path / "m.npz")]).exit_code == 0
@@ -196,7 +196,7 @@ def test_a_fake_distribution_drives_train_and_generate_end_to_end(tmp_path):
     folder = make_dist(tmp_path / "site")
     env = dict(os.environ, PYTHONPATH=str(folder))
     path = tmp_path / "p.npz"
-    train = _popen(_cli("train", "repeat://Мороз и солнце; 春はあけぼの *40", "--model", str(path),
+    train = popen(cli("train", "repeat://Мороз и солнце; 春はあけぼの *40", "--model", str(path),
                         "--hidden-size", "8", "--report-every", "100", "--sample-every", "0"),
                    env=env, stderr=subprocess.PIPE)
     err = train.communicate(timeout=60)[1].decode()
@@ -204,12 +204,12 @@ def test_a_fake_distribution_drives_train_and_generate_end_to_end(tmp_path):
     model = charstream.load(path)
     assert model.state.chars_seen == len("Мороз и солнце; 春はあけぼの ") * 40
     assert model.vocab == tuple(dict.fromkeys("Мороз и солнце; 春はあけぼの "))
-    gen = _popen(_cli("generate", "--model", str(path), "--seed", "Мо", "--length", "25", "--sampler", "last"),
+    gen = popen(cli("generate", "--model", str(path), "--seed", "Мо", "--length", "25", "--sampler", "last"),
                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = gen.communicate(timeout=60)
     assert gen.returncode == 0, err
     assert out.decode() == "Мо" + model.vocab[-1] * 25   # exactly the seed and --length characters
-    listing = _popen(_cli("plugins"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listing = popen(cli("plugins"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = listing.communicate(timeout=60)
     assert f"from {DIST} 1.0" in out.decode() and listing.returncode == 1   # the fake has broken entries
 
@@ -264,3 +264,79 @@ def test_plugins_help_shows_an_example():
 def test_bytes_from_a_source_plugin_meet_the_binary_policy(fake_dist):
     with pytest.raises(charstream.CharstreamError, match="looks like a binary file"):
         list(open_source("repeat://ab\x00*5"))   # its second piece is bytes holding a NUL
+
+
+# -- plugins that call sys.exit(), or return their whole text (moved from test_qa.py and test_review.py)
+
+def _install_dist(site, monkeypatch, module, code, entry_points):
+    """A plugin distribution on sys.path, as pip leaves one, that only it may load; undo with _uninstall."""
+    import importlib
+    site.mkdir()
+    (site / f"{module}.py").write_text(code)
+    dist = module.replace("_", "-")
+    info = site / f"{module}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("CHARSTREAM_PLUGINS", dist)
+    importlib.invalidate_caches()
+
+
+def _uninstall(module):
+    import importlib
+    import sys
+    sys.modules.pop(module, None)
+    importlib.invalidate_caches()
+
+
+@pytest.fixture
+def exiting_dist(tmp_path, monkeypatch):
+    _install_dist(tmp_path / "site", monkeypatch, "qa_exiting_plugin",
+                  "import sys\n"
+                  "if __import__('os').environ.get('QA_EXIT_ON_IMPORT'):\n"
+                  "    sys.exit('qa_exiting_plugin needs the foo library')\n"
+                  "def pick(probs, rng):\n    sys.exit('pick gave up')\n"
+                  "def src(source):\n    yield 'some text '\n    sys.exit('feed gave up')\n",
+                  "[charstream.samplers]\nexiter = qa_exiting_plugin:pick\n"
+                  "[charstream.sources]\nexiter = qa_exiting_plugin:src\n")
+    yield
+    _uninstall("qa_exiting_plugin")
+
+
+def test_a_plugin_that_exits_on_import_is_one_broken_plugin(exiting_dist, ja_model, monkeypatch):
+    monkeypatch.setenv("QA_EXIT_ON_IMPORT", "1")
+    r = CliRunner().invoke(main, ["plugins"])
+    assert r.exit_code == 1
+    assert "samplers (charstream generate --sampler NAME):" in r.stdout          # the listing goes on
+    assert "[broken: SystemExit: qa_exiting_plugin needs the foo library]" in r.stdout
+    r = CliRunner().invoke(main, ["generate", "--model", str(ja_model[0]), "--sampler", "exiter"])
+    assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        "Error: sampler plugin 'exiter' (qa_exiting_plugin:pick, from qa-exiting-plugin 1.0) failed to load")
+
+
+def test_a_plugin_that_exits_while_running_is_one_error(exiting_dist, ja_model, tmp_path):
+    r = CliRunner().invoke(main, ["generate", "--model", str(ja_model[0]), "--sampler", "exiter", "--length", "5"])
+    assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1] == \
+        "Error: sampler 'exiter' failed: SystemExit: pick gave up"
+    r = CliRunner().invoke(main, ["train", "exiter://x", "--model", str(tmp_path / "e.npz")])
+    assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        "Error: exiter://x: the 'exiter' source failed: SystemExit: feed gave up")
+
+
+def test_a_source_plugin_may_return_its_whole_text_as_str_or_bytes(tmp_path, monkeypatch):
+    _install_dist(tmp_path / "site", monkeypatch, "qa_whole_plugin",
+                  "TEXT = 'Привет, мир! 吾輩は猫である。 ' * 20\n"
+                  "def as_str(source):\n    return TEXT\n"
+                  "def as_bytes(source):\n    return TEXT.encode()\n",
+                  "[charstream.sources]\nwholestr = qa_whole_plugin:as_str\n"
+                  "wholebytes = qa_whole_plugin:as_bytes\n")
+    try:
+        from charstream.sources import open_source
+        text = "Привет, мир! 吾輩は猫である。 " * 20
+        assert list(open_source("wholestr://x")) == [text]
+        assert list(open_source("wholebytes://x")) == [text]
+        r = invoke("train", "wholebytes://x", "--model", tmp_path / "m.npz", "--hidden-size", "4")
+        assert r.exit_code == 0, r.output
+    finally:
+        _uninstall("qa_whole_plugin")

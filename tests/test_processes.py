@@ -1,44 +1,20 @@
 """Real processes: kill -9 at random moments, signals during saves, one writer, exact resume across runs."""
-import json
 import os
 import random
 import re
 import select
 import signal
 import subprocess
-import sys
 import time
+import types
 
-import numpy as np
 import pytest
 
 import charstream
+from helpers import (DATA, assert_same_file, assert_same_model, cli, popen, run, saved_state, stop,
+                     train_with_stderr_closed, wait_until)
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 QUIET = ["--report-every", "0.02", "--sample-every", "0"]
-
-
-def _cli(*args):
-    return [sys.executable, "-m", "charstream", *map(str, args)]
-
-
-def _popen(args, **kw):
-    """The installed command, run from a folder where no source tree shadows the package."""
-    return subprocess.Popen(args, cwd=DATA, **kw)
-
-
-def _run(args, input=None, timeout=60):
-    return subprocess.run(args, cwd=DATA, input=input, capture_output=True, timeout=timeout)
-
-
-def _stop(proc):
-    """For `finally`: make sure the process is gone and its pipes closed."""
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=30)
-    for f in (proc.stdin, proc.stdout, proc.stderr):
-        if f:
-            f.close()
 
 
 def _wait_for_line(proc, pattern=b"chars ", timeout=30):
@@ -76,60 +52,67 @@ def long_text(shakespeare, multilingual):
     return "".join(text[rng.randrange(len(text) // 2):] for _ in range(12))[:200_000]
 
 
+def _stopped(pid):
+    """True once the process is stopped (SIGSTOP has taken effect): /proc/PID/stat's state is T."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
 def test_kill_9_at_random_moments_leaves_a_model_that_loads(tmp_path, long_text):
-    """24 runs that resume one model, saving after nearly every chunk, each killed at a random moment."""
+    """24 runs that resume one model, saving after nearly every chunk, each killed at a random moment:
+    18 of them while it trains, each caught inside a save (stopped with SIGSTOP while its temporary
+    file exists), 6 during start-up (loading, locking, cleaning up)."""
     src = tmp_path / "text.txt"
     src.write_text(long_text * 5, encoding="utf-8")   # a second or more of training: never ends first
     path = tmp_path / "k.npz"
     rng = random.Random(9)
-    seen, torn_saves, reads = 0, 0, 0
+    seen = 0
+    chunks, before = 0, types.SimpleNamespace(chunks=0)
     for i in range(24):
-        proc = _popen(_cli("train", src, "--model", path, "--hidden-size", "8", "--random-seed", "3",
-                           "--checkpoint-every", "0.001", *QUIET), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = popen(cli("train", src, "--model", path, "--hidden-size", "8", "--random-seed", "3",
+                         "--checkpoint-every", "0.001", *QUIET), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        mid_save = None   # the model file's bytes while the writer was stopped inside a save
         try:
-            if i % 4:   # most kills land while training (and, at this pace, mostly inside a save)
+            if i % 4:
                 _wait_for_line(proc)
-                until = time.monotonic() + rng.uniform(0, 0.15)
-                while time.monotonic() < until:   # meanwhile a reader always finds a whole model
-                    if path.exists():
-                        reads += charstream.load(path).state.chars_seen >= 0
-            else:       # some during start-up: loading, locking, cleaning up
-                time.sleep(rng.uniform(0, 0.4))
+                wait_until(lambda: (saved_state(path) or before).chunks > chunks, what="a save of this run")
+                time.sleep(rng.uniform(0, 0.15))   # a random moment to stop at, not a synchronisation
+                deadline = time.monotonic() + 30
+                while True:   # stop it until a stop falls inside a save
+                    assert time.monotonic() < deadline, "no stop within 30 s fell inside a save"
+                    proc.send_signal(signal.SIGSTOP)
+                    wait_until(lambda: _stopped(proc.pid), timeout=10, what="SIGSTOP", every=0.001)
+                    if _temps(tmp_path, "k.npz"):
+                        break
+                    proc.send_signal(signal.SIGCONT)
+                # a reader while the writer is stopped mid-save finds a whole model
+                assert charstream.load(path).state.chunks > chunks
+                mid_save = path.read_bytes()
+            else:
+                time.sleep(rng.uniform(0, 0.4))   # a random moment during start-up
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=30) == -signal.SIGKILL
         finally:
-            _stop(proc)
-        torn_saves += bool(_temps(tmp_path, "k.npz"))
+            stop(proc)
+        if mid_save is not None:   # killed inside a save: its temporary file stays, the model is untouched
+            assert len(_temps(tmp_path, "k.npz")) == 1 and path.read_bytes() == mid_save
         assert len(_temps(tmp_path, "k.npz")) <= 1, "stale temporary files pile up"
         if path.exists():
             m = charstream.load(path)   # the old model or the new one, never a torn file
-            assert m.state.chars_seen >= seen
-            seen = m.state.chars_seen
+            assert m.state.chars_seen >= seen and m.state.chunks >= chunks
+            seen, chunks = m.state.chars_seen, m.state.chunks
     assert seen > 0
     # A clean run after all that: resumes, saves, and leaves neither temporary files nor the lock.
-    r = _run(_cli("train", "-", "--model", path, *QUIET), input=long_text[:3000].encode())
+    r = run(cli("train", "-", "--model", path, *QUIET), input=long_text[:3000].encode())
     assert r.returncode == 0, r.stderr
     assert charstream.load(path).state.chars_seen == seen + 3000
     assert sorted(os.listdir(tmp_path)) == ["k.npz", "text.txt"]
-    print(f"{torn_saves} of 24 kills left a temporary file (a save cut short); {reads} reads while saving")
 
 
 def _reference(text, seed, H=8):
     ref = charstream.Model("", hidden_size=H, seed=seed)
     list(charstream.Trainer(ref).train([text]))
     return ref
-
-
-def _assert_same_file(a, b):
-    """Every array of two model files equal to the bit (meta parsed, so key order does not matter)."""
-    with np.load(a, allow_pickle=False) as za, np.load(b, allow_pickle=False) as zb:
-        assert sorted(za.files) == sorted(zb.files)
-        for k in za.files:
-            if k == "meta":
-                assert json.loads(str(za[k])) == json.loads(str(zb[k]))
-            else:
-                assert za[k].dtype == zb[k].dtype and za[k].shape == zb[k].shape, k
-                assert za[k].tobytes() == zb[k].tobytes(), k
 
 
 def test_signals_at_random_moments_save_a_model_that_resumes_exactly(tmp_path, long_text):
@@ -142,7 +125,7 @@ def test_signals_at_random_moments_save_a_model_that_resumes_exactly(tmp_path, l
     for i in range(8):
         path = tmp_path / f"s{i}.npz"
         sig = (signal.SIGTERM, signal.SIGINT)[i % 2]
-        proc = _popen(_cli("train", "-", "--model", path, "--hidden-size", "8", "--random-seed", "5",
+        proc = popen(cli("train", "-", "--model", path, "--hidden-size", "8", "--random-seed", "5",
                            "--checkpoint-every", "0.001", *QUIET),
                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:   # the pipe stays open: the signal always comes before the stream ends
@@ -159,19 +142,14 @@ def test_signals_at_random_moments_save_a_model_that_resumes_exactly(tmp_path, l
             code = proc.wait(timeout=30)
             err = proc.stderr.read().decode()
         finally:
-            _stop(proc)
+            stop(proc)
         assert code in codes.values(), err
         assert "Traceback" not in err
         assert err.splitlines()[-1] == f"interrupted: saved model to {path}"
         m = charstream.load(path)
         assert m.state.chunks > 0
         list(charstream.Trainer(m).train([text[m.state.chars_seen:]]))
-        for k in ref.params:
-            assert m.params[k].tobytes() == ref.params[k].tobytes(), (i, k)
-            assert m.state.mem[k].tobytes() == ref.state.mem[k].tobytes(), (i, k)
-        assert m.state.hprev.tobytes() == ref.state.hprev.tobytes()
-        assert m.vocab == ref.vocab and m.state.chunks == ref.state.chunks
-        assert m.rng.bit_generator.state == ref.rng.bit_generator.state
+        assert_same_model(m, ref)
 
 
 def test_resume_in_a_new_process_equals_one_process_to_the_bit(tmp_path, shakespeare):
@@ -186,18 +164,18 @@ def test_resume_in_a_new_process_equals_one_process_to_the_bit(tmp_path, shakesp
     common = ["--hidden-size", "12", "--random-seed", "4", "--seq-length", "25", *QUIET]
     (tmp_path / "a.txt").write_text(a, encoding="utf-8")
     split, whole = tmp_path / "split.npz", tmp_path / "whole.npz"
-    assert _run(_cli("train", tmp_path / "a.txt", "--model", split, *common)).returncode == 0
+    assert run(cli("train", tmp_path / "a.txt", "--model", split, *common)).returncode == 0
     assert charstream.load(split).state.tail.size == (len(a) - 1) % 25 + 1
-    r = _run(_cli("train", "-", "--model", split, *QUIET), input=b.encode())
+    r = run(cli("train", "-", "--model", split, *QUIET), input=b.encode())
     assert r.returncode == 0, r.stderr
-    r = _run(_cli("train", "-", "--model", whole, *common), input=(a + b).encode())
+    r = run(cli("train", "-", "--model", whole, *common), input=(a + b).encode())
     assert r.returncode == 0, r.stderr
-    _assert_same_file(split, whole)
+    assert_same_file(split, whole)
 
 
 def test_one_writer_many_readers_and_no_stale_lock_after_kill_9(tmp_path, shakespeare):
     path = tmp_path / "w.npz"
-    writer = _popen(_cli("train", "-", "--model", path, "--hidden-size", "8", "--checkpoint-every", "0.05",
+    writer = popen(cli("train", "-", "--model", path, "--hidden-size", "8", "--checkpoint-every", "0.05",
                          "--report-every", "0", "--sample-every", "0"),
                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -208,27 +186,40 @@ def test_one_writer_many_readers_and_no_stale_lock_after_kill_9(tmp_path, shakes
         while not path.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         assert path.exists()
-        second = _run(_cli("train", "-", "--model", path), input=b"other text " * 10, timeout=30)
+        second = run(cli("train", "-", "--model", path), input=b"other text " * 10, timeout=30)
         assert second.returncode == 1
         assert second.stderr.decode() == (
             f"Error: {path} is being trained by another charstream process (pid {writer.pid}); "
             f"wait for it to end, or train another --model\n")
-        reader = _run(_cli("generate", "--model", path, "--length", "50", "--random-seed", "1"), timeout=30)
+        reader = run(cli("generate", "--model", path, "--length", "50", "--random-seed", "1"), timeout=30)
         assert reader.returncode == 0 and len(reader.stdout.decode()) == 50
         assert writer.poll() is None
         writer.kill()
         writer.wait(timeout=30)
     finally:
-        _stop(writer)
+        stop(writer)
     assert (tmp_path / "w.npz.lock").exists()   # the file stays after kill -9, the lock does not
-    again = _run(_cli("train", "-", "--model", path, *QUIET), input=shakespeare[4000:5000].encode())
+    again = run(cli("train", "-", "--model", path, *QUIET), input=shakespeare[4000:5000].encode())
     assert again.returncode == 0, again.stderr
     assert not (tmp_path / "w.npz.lock").exists()
 
 
+def _signal_set(pid, field, sig):
+    """Whether `sig` is in the /proc/PID/status mask `field` (SigIgn: ignored, SigCgt: caught)."""
+    with open(f"/proc/{pid}/status") as f:
+        mask = int(re.search(rf"^{field}:\s+([0-9a-f]+)$", f.read(), re.M).group(1), 16)
+    return bool(mask >> (sig - 1) & 1)
+
+
+def _blocked_in_pipe_write(pid):
+    """Whether the process sleeps in the kernel's pipe write (a full pipe): /proc/PID/wchan."""
+    with open(f"/proc/{pid}/wchan") as f:
+        return "pipe_write" in f.read()
+
+
 def _train_small(path, shakespeare):
     """A small trained model at path, made by the command in its own process."""
-    r = _run(_cli("train", "-", "--model", path, "--hidden-size", "8", *QUIET), input=shakespeare[:2000].encode())
+    r = run(cli("train", "-", "--model", path, "--hidden-size", "8", *QUIET), input=shakespeare[:2000].encode())
     assert r.returncode == 0, r.stderr
 
 
@@ -236,7 +227,7 @@ def test_generate_stops_cleanly_on_sigterm(tmp_path, shakespeare):
     path = tmp_path / "g.npz"
     _train_small(path, shakespeare)
     for sig, expected in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
-        gen = _popen(_cli("generate", "--model", path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        gen = popen(cli("generate", "--model", path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert gen.stdout.read(100)   # it is writing
             gen.send_signal(sig)
@@ -244,17 +235,17 @@ def test_generate_stops_cleanly_on_sigterm(tmp_path, shakespeare):
             assert gen.wait(timeout=30) == expected
             assert gen.stderr.read() == b""
         finally:
-            _stop(gen)
+            stop(gen)
 
 
 def test_stdin_closed_or_empty(tmp_path):
     path = tmp_path / "c.npz"
-    closed = subprocess.run(_cli("train", "-", "--model", path), cwd=DATA, capture_output=False,
+    closed = subprocess.run(cli("train", "-", "--model", path), cwd=DATA, capture_output=False,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=60,
                             preexec_fn=lambda: os.close(0))
     assert closed.returncode == 1
     assert closed.stderr.decode() == "Error: <stdin>: stdin is closed\n"
-    empty = _run(_cli("train", "-", "--model", path), input=b"")
+    empty = run(cli("train", "-", "--model", path), input=b"")
     assert empty.returncode == 1
     assert empty.stderr.decode() == "Error: no text to train on: - gave no characters; the model was not changed\n"
     assert not path.exists() and os.listdir(tmp_path) == []
@@ -265,7 +256,7 @@ def test_ten_megabytes_without_a_newline_train_as_they_arrive(tmp_path):
     stream is never held in memory."""
     path = tmp_path / "long.npz"
     piece = ("abcdefghij klmnopqrstuvwxyz " * 40_000)[:1_000_000].encode()
-    proc = _popen(_cli("train", "-", "--model", path, "--hidden-size", "4", "--seq-length", "200",
+    proc = popen(cli("train", "-", "--model", path, "--hidden-size", "4", "--seq-length", "200",
                        "--checkpoint-every", "0.1", "--report-every", "60", "--sample-every", "0"),
                   stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -293,30 +284,24 @@ def test_ten_megabytes_without_a_newline_train_as_they_arrive(tmp_path):
         proc.stdin.close()
         assert proc.wait(timeout=60) == 0
     finally:
-        _stop(proc)
+        stop(proc)
     assert peak_kb < 150_000, f"{peak_kb} kB: the stream seems to be held in memory"
     assert charstream.load(path).state.chars_seen == 10_000_000
 
 
-def test_a_closed_stderr_does_not_cost_the_model(tmp_path, shakespeare):
-    """`charstream train ... 2>&1 | head -1`: progress cannot be written, the model is still saved."""
-    src = tmp_path / "t.txt"
-    src.write_text(shakespeare[:5000], encoding="utf-8")
-    path = tmp_path / "e.npz"
-    proc = _popen(_cli("train", src, "--model", path, "--hidden-size", "8", "--report-every", "0"),
-                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        proc.stderr.close()   # nobody reads stderr: every write to it fails with EPIPE
-        assert proc.wait(timeout=60) == 0
-    finally:
-        _stop(proc)
-    assert charstream.load(path).state.chars_seen == 5000
+@pytest.mark.parametrize("how", ["at start", "while running"])
+def test_train_with_stderr_closed_still_saves(tmp_path, shakespeare, how):
+    """`charstream train ... 2>&-` and `charstream train ... 2>&1 | head -0`: progress cannot be
+    written, the run still ends with exit 0 and the whole text trained and saved."""
+    code, m = train_with_stderr_closed(tmp_path, shakespeare[:5000], how)
+    assert code == 0
+    assert m.state.chars_seen == 5000 and m.state.chunks == 199
 
 
 def test_sighup_saves_like_sigterm_unless_ignored_as_under_nohup(tmp_path, shakespeare):
     for ignored in (False, True):
         path = tmp_path / f"h{ignored}.npz"
-        proc = _popen(_cli("train", "-", "--model", path, "--hidden-size", "8", "--report-every", "0",
+        proc = popen(cli("train", "-", "--model", path, "--hidden-size", "8", "--report-every", "0",
                            "--sample-every", "0", "--checkpoint-every", "0"),
                       stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                       preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignored else None)
@@ -324,16 +309,19 @@ def test_sighup_saves_like_sigterm_unless_ignored_as_under_nohup(tmp_path, shake
             proc.stdin.write(shakespeare[:3000].encode())
             proc.stdin.flush()
             _wait_for_line(proc)
+            # ignored: the kernel drops the signal (the process cannot even see it); else it is caught
+            assert _signal_set(proc.pid, "SigIgn" if ignored else "SigCgt", signal.SIGHUP)
             proc.send_signal(signal.SIGHUP)
-            if ignored:
-                with pytest.raises(subprocess.TimeoutExpired):
-                    proc.wait(timeout=0.5)
+            if ignored:   # it trains on: the next text arrives and trains, then SIGTERM ends it
+                proc.stdin.write(shakespeare[3000:4000].encode())
+                proc.stdin.flush()
+                _wait_for_line(proc, b"chunks 159 ")   # (4000 - 1) // 25 chunks
                 proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=30)
         finally:
-            _stop(proc)
+            stop(proc)
         assert code == (143 if ignored else 129)
-        assert charstream.load(path).state.chars_seen == 3000
+        assert charstream.load(path).state.chars_seen == (4000 if ignored else 3000)
 
 
 def test_a_file_size_limit_while_saving_keeps_the_old_model(tmp_path, shakespeare):
@@ -342,7 +330,7 @@ def test_a_file_size_limit_while_saving_keeps_the_old_model(tmp_path, shakespear
     model is intact and no temporary file is left."""
     import resource
     path = tmp_path / "f.npz"
-    assert _run(_cli("train", "-", "--model", path, "--hidden-size", "8", *QUIET),
+    assert run(cli("train", "-", "--model", path, "--hidden-size", "8", *QUIET),
                 input=shakespeare[:3000].encode()).returncode == 0
     before = path.read_bytes()
     limit = len(before) + 200   # new characters make the next save bigger than this
@@ -350,7 +338,7 @@ def test_a_file_size_limit_while_saving_keeps_the_old_model(tmp_path, shakespear
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    r = subprocess.run(_cli("train", "-", "--model", path, "--checkpoint-every", "0.0001", *QUIET), cwd=DATA,
+    r = subprocess.run(cli("train", "-", "--model", path, "--checkpoint-every", "0.0001", *QUIET), cwd=DATA,
                        input=("ÆØÅ€→∑🙂éèêë " + shakespeare[3000:4000]).encode() * 5, capture_output=True,
                        timeout=60, preexec_fn=small_files)
     err = r.stderr.decode()
@@ -365,12 +353,13 @@ def test_generate_blocked_on_a_full_pipe_still_stops(tmp_path, shakespeare):
     path = tmp_path / "g.npz"
     _train_small(path, shakespeare)
     for sig, expected in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
-        gen = _popen(_cli("generate", "--model", path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        gen = popen(cli("generate", "--model", path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert gen.stdout.read(10)
-            time.sleep(0.5)   # nobody reads: the pipe fills and generate blocks in write()
+            # nobody reads: the pipe fills and generate blocks in write(), asleep in the kernel's pipe_write
+            wait_until(lambda: _blocked_in_pipe_write(gen.pid), what="generate blocking on the full pipe")
             gen.send_signal(sig)
             assert gen.wait(timeout=30) == expected
             assert gen.stderr.read() == b""
         finally:
-            _stop(gen)
+            stop(gen)

@@ -7,18 +7,13 @@ import zipfile
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import charstream
 import charstream.checkpoint
 import charstream.store
 import charstream.sources
-from charstream.cli import main
 from charstream.lock import WriterLock
-
-
-def invoke(*args, input=None):
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+from helpers import invoke
 
 
 def error_line(r):
@@ -144,7 +139,7 @@ def test_an_unreadable_source(tmp_path, model, monkeypatch):
 def test_a_source_that_becomes_unreadable_after_the_check(tmp_path, model, monkeypatch):
     src = tmp_path / "racy.txt"
     src.write_text("words " * 20)
-    import charstream.sources as sources
+    import charstream.sources.files as files
     real_open = open
 
     def denying_open(file, *a, **k):
@@ -152,7 +147,7 @@ def test_a_source_that_becomes_unreadable_after_the_check(tmp_path, model, monke
             raise PermissionError(errno.EACCES, "Permission denied", str(file))
         return real_open(file, *a, **k)
 
-    monkeypatch.setattr(sources, "open", denying_open, raising=False)
+    monkeypatch.setattr(files, "open", denying_open, raising=False)
     before = model.read_bytes()
     assert error_line(invoke("train", src, "--model", model)) == \
         f"Error: {src}: Permission denied; {model} keeps its last good save"

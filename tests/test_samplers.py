@@ -8,6 +8,7 @@ from click.testing import CliRunner
 import charstream
 from charstream import samplers
 from charstream.cli import main
+from helpers import invoke
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,64 @@ def test_cli_samplers(saved, model):
 def test_cli_refuses_bad_sampler_values(saved, args, msg):
     r = CliRunner().invoke(main, ["generate", "--model", saved, *args])
     assert r.exit_code == 2 and r.stderr.strip().splitlines()[-1] == msg
+
+
+# -- named cuts and numbers of any numeric type (moved from test_qa.py and test_review.py)
+
+def _oracle_cut(top_k=None, top_p=None):
+    """A sampler written independently of charstream.samplers: keep the top_k most probable (or the
+    fewest most probable whose mass reaches top_p), renormalise, draw by inverse CDF at one uniform.
+    `.kept` records how many characters each step kept."""
+    def pick(probs, rng):
+        order = sorted(range(len(probs)), key=lambda i: -probs[i])
+        if top_k is not None:
+            keep = order[:top_k]
+        else:
+            keep, mass = [], 0.0
+            for i in order:
+                keep.append(i)
+                mass += probs[i]
+                if mass >= top_p:
+                    break
+        cut = np.zeros(len(probs))
+        cut[keep] = probs[keep]
+        c = np.cumsum(cut / cut.sum())
+        above = c > rng.random() * c[-1]
+        pick.kept.append(len(keep))
+        return int(np.argmax(above)) if above.any() else len(c) - 1
+    pick.kept = []
+    return pick
+
+
+@pytest.mark.parametrize("name, kw", [("top-k", {"top_k": 2}), ("top-k", {"top_k": 5}),
+                                      ("top-p", {"top_p": 0.3}), ("top-p", {"top_p": 0.8})])
+def test_the_named_cut_sampler_takes_the_cut_it_is_given(ja_model, name, kw):
+    """sampler="top-k" with top_k=K draws what an independent top-K sampler draws (not top-k's
+    default of 40, which keeps all 27 characters of this model); the same for top-p."""
+    _, m = ja_model
+    got = "".join(itertools.islice(m.generate("吾輩", sampler=name, random_seed=5, **kw), 200))
+    oracle = _oracle_cut(**kw)
+    want = "".join(itertools.islice(m.generate("吾輩", sampler=oracle, random_seed=5), 200))
+    uncut = "".join(itertools.islice(m.generate("吾輩", random_seed=5), 200))
+    assert got == want
+    assert max(oracle.kept) < m.vocab_size and got != uncut   # the cut removed characters at every step
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--temperature", "inf"], "Error: Invalid value for '--temperature': 'inf' is not a finite number."),
+    (["--temperature", "nan"], "Error: Invalid value for '--temperature': 'nan' is not a finite number."),
+    (["--top-p", "nan"], "Error: Invalid value for '--top-p': 'nan' is not a finite number."),
+])
+def test_non_finite_sampler_values_are_refused_like_any_bad_option(ja_model, args, msg):
+    r = invoke("generate", "--model", ja_model[0], "--length", "5", *args)
+    assert r.exit_code == 2 and r.stderr.strip().splitlines()[-1] == msg
+
+
+def test_numpy_scalars_are_numbers_too(ja_model):
+    _, m = ja_model
+    a = "".join(itertools.islice(m.generate("吾輩", temperature=np.float32(0.5), top_p=np.float32(0.75),
+                                            top_k=np.int64(5), random_seed=1), 50))
+    b = "".join(itertools.islice(m.generate("吾輩", temperature=float(np.float32(0.5)),
+                                            top_p=float(np.float32(0.75)), top_k=5, random_seed=1), 50))
+    assert a == b
+    assert charstream.Trainer(m, learning_rate=np.float32(0.05)).learning_rate == float(np.float32(0.05))

@@ -9,6 +9,7 @@ import threading
 import time
 import warnings
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -16,21 +17,20 @@ import charstream
 from charstream.cli import main
 from charstream.errors import CharstreamError
 from charstream.sources import Listener, chain_sources, open_source, read_stream, with_idle
-from test_cli import _cli, _popen
-from test_trainer import assert_same_model
-
-TIMEOUT = 10
+from helpers import TIMEOUT, invoke, assert_same_model, cli, popen, saved_state, stop, wait_until
 
 
 class Server:
     """A one-connection server on 127.0.0.1 (OS-chosen port) that sends `parts` (bytes; a float is a
-    pause in seconds) and then closes, or resets the connection with `reset=True`."""
+    pause in seconds, a threading.Event waits until the test sets it) and then closes, or resets the
+    connection with `reset=True`."""
 
     def __init__(self, parts, reset=False):
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(TIMEOUT)
         self.url = "tcp://127.0.0.1:%d" % self.sock.getsockname()[1]
         self.error = None
+        self.gave_up = False   # an Event the test never set
         self.thread = threading.Thread(target=self._run, args=(parts, reset), daemon=True)
         self.thread.start()
 
@@ -44,6 +44,8 @@ class Server:
                 for part in parts:
                     if isinstance(part, float):
                         time.sleep(part)
+                    elif isinstance(part, threading.Event):
+                        self.gave_up |= not part.wait(TIMEOUT)
                     else:
                         conn.sendall(part)
                 if reset:
@@ -53,7 +55,7 @@ class Server:
 
     def join(self):
         self.thread.join(TIMEOUT)
-        assert not self.thread.is_alive()
+        assert not self.thread.is_alive() and not self.gave_up
 
 
 def _collect(texts):
@@ -65,11 +67,19 @@ def _collect(texts):
 
 def test_a_character_split_across_two_packets_arrives_whole():
     ja = "春".encode()
-    server = Server([b"ab" + ja[:2], 0.2, ja[2:] + "cd Ещё".encode()])
-    texts, warned = _collect(open_source(server.url))
+    rest_may_come = threading.Event()
+    server = Server([b"ab" + ja[:2], rest_may_come, ja[2:] + "cd Ещё".encode()])
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        texts = iter(open_source(server.url))
+        first = next(texts)
+        while len(first) < 2:   # (should the first packet's four bytes come in two reads)
+            first += next(texts)
+        rest_may_come.set()     # only now does the server send the character's last byte
+        rest = list(texts)
     server.join()
-    assert "".join(texts) == "ab春cd Ещё" and warned == []
-    assert all("\ufffd" not in t for t in texts)
+    assert first == "ab"        # the half character was held back, neither dropped nor replaced
+    assert first + "".join(rest) == "ab春cd Ещё" and [str(x.message) for x in w] == []
 
 
 def test_the_decoder_joins_characters_split_across_any_reads():
@@ -185,7 +195,7 @@ def test_a_listener_reads_connections_one_after_another():
 
 def test_train_listen_trains_each_connection_and_saves_on_interrupt(tmp_path, shakespeare):
     path = tmp_path / "l.npz"
-    proc = _popen(_cli("train", "--listen", "127.0.0.1:0", "--model", str(path), "--hidden-size", "8",
+    proc = popen(cli("train", "--listen", "127.0.0.1:0", "--model", str(path), "--hidden-size", "8",
                        "--checkpoint-every", "0.2", "--report-every", "100", "--sample-every", "0"),
                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
@@ -221,19 +231,27 @@ def test_a_listener_warns_about_a_dropped_connection_and_goes_on():
     listener = Listener("127.0.0.1:0", max_connections=2)
     listener.sock.settimeout(TIMEOUT)   # a failed client must fail the test, not hang it
     port = int(listener.address.rsplit(":", 1)[1])
+    read_lost = threading.Event()
 
     def clients():
         with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as c:
             c.sendall(b"lost ")
-            time.sleep(0.2)
-            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))   # reset
+            read_lost.wait(TIMEOUT)   # the listener has yielded the text: now reset the connection
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         _client(port, [b"kept"])
 
     t = threading.Thread(target=clients, daemon=True)
     t.start()
-    texts, warned = _collect(listener)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        texts = iter(listener)
+        first = next(texts)
+        read_lost.set()
+        rest = list(texts)
     t.join(TIMEOUT)
-    assert "".join(texts) in ("lost kept", "kept")
+    assert not t.is_alive()
+    assert first == "lost " and "".join(rest) == "kept"   # what came before the reset is kept
+    warned = [str(x.message) for x in w]
     assert len(warned) == 1 and "connection dropped" in warned[0]
 
 
@@ -270,9 +288,9 @@ def test_generate_piped_into_train(tmp_path, shakespeare):
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
     assert CliRunner().invoke(main, ["train", "-", "--model", str(a), "--hidden-size", "8"],
                               input=shakespeare[:2000]).exit_code == 0
-    gen = _popen(_cli("generate", "--model", str(a), "--length", "20000", "--random-seed", "1"),
+    gen = popen(cli("generate", "--model", str(a), "--length", "20000", "--random-seed", "1"),
                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    train = _popen(_cli("train", "-", "--model", str(b), "--hidden-size", "8", "--report-every", "100",
+    train = popen(cli("train", "-", "--model", str(b), "--hidden-size", "8", "--report-every", "100",
                         "--sample-every", "0"), stdin=gen.stdout, stderr=subprocess.PIPE)
     gen.stdout.close()
     err = train.communicate(timeout=60)[1]
@@ -281,16 +299,24 @@ def test_generate_piped_into_train(tmp_path, shakespeare):
 
 
 def test_a_slow_producer_is_trained_as_one_stream(tmp_path, shakespeare):
-    (tmp_path / "x.txt").write_text(shakespeare[:1200], encoding="utf-8")
-    (tmp_path / "y.txt").write_text("Мороз и солнце " * 30, encoding="utf-8")
+    """A pipe that goes quiet mid-stream (long enough for an idle checkpoint) trains as one stream."""
     path = tmp_path / "s.npz"
-    cmd = " ".join(_cli("train", "-", "--model", str(path), "--hidden-size", "8", "--random-seed", "0",
-                        "--checkpoint-every", "0.2", "--report-every", "100", "--sample-every", "0"))
-    r = subprocess.run(["sh", "-c", f"(cat x.txt; sleep 1; cat y.txt) | {cmd}"], cwd=tmp_path,
-                       capture_output=True, timeout=60)
-    assert r.returncode == 0, r.stderr
+    first, second = shakespeare[:1200], "Мороз и солнце " * 30
+    proc = popen(cli("train", "-", "--model", path, "--hidden-size", "8", "--random-seed", "0",
+                     "--checkpoint-every", "0.2", "--report-every", "100", "--sample-every", "0"),
+                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(first.encode())
+        proc.stdin.flush()
+        # the first part has arrived, and the pipe stayed quiet long enough to checkpoint it
+        wait_until(lambda: getattr(saved_state(path), "chars_seen", 0) == len(first), what="an idle checkpoint")
+        proc.stdin.write(second.encode())
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        stop(proc)
     ref = charstream.Model("", hidden_size=8, seed=0)
-    list(charstream.Trainer(ref).train([shakespeare[:1200] + "Мороз и солнце " * 30]))
+    list(charstream.Trainer(ref).train([first + second]))
     assert_same_model(charstream.load(path), ref)
 
 
@@ -299,13 +325,23 @@ def _readers():
 
 
 def test_with_idle_yields_in_order_and_calls_on_idle_while_quiet():
-    def slow():
-        yield "a"
-        time.sleep(0.35)
-        yield "b"
+    """The source stays quiet until on_idle has been called twice (in the caller's thread): only
+    on_idle can end the quiet, so the test cannot pass without it."""
+    two_idles = threading.Event()
     idles = []
-    assert list(with_idle(slow(), 0.1, lambda: idles.append(1))) == ["a", "b"]
-    assert len(idles) >= 2
+
+    def quiet_until_two_idles():
+        yield "a"
+        assert two_idles.wait(TIMEOUT), "on_idle was not called while the source was quiet"
+        yield "b"
+
+    def on_idle():
+        idles.append(threading.current_thread() is threading.main_thread())
+        if len(idles) == 2:
+            two_idles.set()
+
+    assert list(with_idle(quiet_until_two_idles(), 0.02, on_idle)) == ["a", "b"]
+    assert len(idles) >= 2 and all(idles)
 
 
 def test_with_idle_raises_the_sources_error_in_the_caller():
@@ -326,3 +362,59 @@ def test_with_idle_closed_early_ends_its_reader_thread():
     while len(_readers()) > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(_readers()) == before
+
+
+# -- what the command line reads, from files and TCP (moved from test_qa.py and test_review.py)
+
+def test_readme_open_recipe_gives_the_api_what_the_command_line_trains_on(tmp_path):
+    data = "Всё смешалось\r\nв доме ".encode() + b"\xff\xfe" + " Облонских.\r\n".encode()
+    (tmp_path / "ru.txt").write_bytes(data * 20)
+    r = invoke("train", tmp_path / "ru.txt", "--model", tmp_path / "cli.npz", "--hidden-size", "8", "--random-seed", "3")
+    assert r.exit_code == 0, r.output
+    m = charstream.Model("", hidden_size=8, seed=3)
+    with open(tmp_path / "ru.txt", encoding="utf-8", errors="replace", newline="") as f:
+        list(charstream.Trainer(m).train(f))
+    cli = charstream.load(tmp_path / "cli.npz")
+    assert cli.vocab == m.vocab and "\r" in m.vocab and "\ufffd" in m.vocab
+    np.testing.assert_array_equal(cli.params["Why"], m.params["Why"])
+
+
+def test_eval_scores_a_tcp_source_as_its_help_says(ja_model):
+    import socket
+    import threading
+    text = "吾輩は猫である。名前はまだ無い。" * 10
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(10)
+
+    def serve():
+        try:
+            c, _ = srv.accept()
+            with c:
+                data = text.encode()
+                c.sendall(data[:7])
+                c.sendall(data[7:])
+        finally:
+            srv.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        help_text = invoke("eval", "--help").stdout
+        assert "tcp://HOST:PORT" in help_text
+        r = invoke("eval", f"tcp://127.0.0.1:{srv.getsockname()[1]}", "--model", ja_model[0], "--json")
+        assert r.exit_code == 0, r.output
+        assert '"chars_scored": %d' % (len(text) - 1) in r.stdout
+    finally:
+        t.join(timeout=10)
+
+
+def test_a_later_source_that_cannot_connect_keeps_the_earlier_training(tmp_path, shakespeare):
+    with socket.socket() as s:   # a port with nothing listening on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "a.txt").write_text(shakespeare[:2000])
+    r = CliRunner().invoke(main, ["train", str(tmp_path / "a.txt"), f"tcp://127.0.0.1:{port}",
+                                  "--model", str(tmp_path / "m.npz"), "--hidden-size", "8"])
+    assert r.exit_code == 1
+    assert "connection refused" in r.stderr and "what was trained before it is saved to" in r.stderr
+    assert charstream.load(tmp_path / "m.npz").state.chars_seen == 2000

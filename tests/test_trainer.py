@@ -4,34 +4,20 @@ import pytest
 
 import charstream
 import oracle
-
-
-def _arrays(model):
-    st = model.state
-    out = {k: v for k, v in model.params.items()}
-    out.update({"m" + k: v for k, v in st.mem.items()})
-    out.update(hprev=st.hprev, tail=st.tail, vocab=np.array([ord(c) for c in model.vocab]))
-    return out
-
-
-def assert_same_model(a, b):
-    A, B = _arrays(a), _arrays(b)
-    assert A.keys() == B.keys()
-    for k in A:
-        np.testing.assert_array_equal(A[k], B[k], err_msg=k)
-    assert a.state.chunks == b.state.chunks and a.state.chars_seen == b.state.chars_seen
-    assert a.state.smooth_loss == b.state.smooth_loss or (np.isnan(a.state.smooth_loss) and np.isnan(b.state.smooth_loss))
-    assert a.rng.bit_generator.state == b.rng.bit_generator.state
+from helpers import assert_same_model
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 7])
 def test_text_of_one_plus_k_T_trains_k_chunks(k, shakespeare):
     for T in (1, 5, 25):
+        text = shakespeare[:1 + k * T]
         m = charstream.Model("", hidden_size=8, seed=0)
-        records = list(charstream.Trainer(m, seq_length=T).train([shakespeare[:1 + k * T]]))
+        records = list(charstream.Trainer(m, seq_length=T).train([text]))
         assert len(records) == k
         assert [r.chunk for r in records] == list(range(1, k + 1))
-        assert m.state.tail.size == (1 if k else min(1, len(shakespeare[:1 + k * T])))
+        # only the last character is left: the next chunk's first input
+        assert charstream.vocab.to_text(m.state.tail) == text[-1]
+        assert m.state.chars_seen == len(text) and m.state.chars_trained == k * T
 
 
 def test_one_short_of_a_chunk_trains_nothing_and_keeps_the_text(shakespeare):
@@ -113,9 +99,7 @@ def test_growing_model_matches_oracle_on_full_vocabulary(shakespeare):
     text = shakespeare[:400]
     m = charstream.Model("", hidden_size=10, seed=0)
     tr = charstream.Trainer(m, seq_length=25)
-    recs = list(tr.train([text[:26]]))
-    p = {k: v.copy() for k, v in m.params.items()}
-    mem = {k: v.copy() for k, v in m.state.mem.items()}
+    assert len(list(tr.train([text[:26]]))) == 1
     hprev = m.state.hprev.copy()
     m.grow(dict.fromkeys(text))  # make the vocabulary complete before both continue
     p = {k: v.copy() for k, v in m.params.items()}
@@ -168,3 +152,15 @@ def test_memory_does_not_grow_with_the_stream():
     large = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert large < small * 1.5 + 200_000, (small, large)
+
+
+# -- a new seq_length (moved from test_qa.py and test_review.py)
+
+def test_a_new_seq_length_keeps_the_smoothed_loss_per_char(shakespeare):
+    m = charstream.Model("", hidden_size=8, seed=0)
+    list(charstream.Trainer(m).train([shakespeare[:2001]]))
+    per_char = m.state.smooth_loss / m.state.seq_length
+    t = charstream.Trainer(m, seq_length=100)
+    assert m.state.smooth_loss / t.seq_length == pytest.approx(per_char)
+    charstream.Trainer(m, seq_length=100)              # the same length again changes nothing
+    assert m.state.smooth_loss / 100 == pytest.approx(per_char)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import charstream
+from charstream.errors import CharstreamWarning
 from charstream.vocab import UNK, Vocab
-from test_trainer import assert_same_model
+from helpers import assert_same_model, invoke
 
 JAPANESE = "春はあけぼの。やうやう白くなりゆく山ぎは、すこしあかりて、紫だちたる雲のほそくたなびきたる。\n"
 RUSSIAN = "Мороз и солнце; день чудесный! Ещё ты дремлешь, друг прелестный — пора, красавица, проснись.\n"
@@ -150,45 +151,39 @@ def test_files_without_a_cap_load_with_the_default(tmp_path):
     assert old.max_vocab == charstream.vocab.DEFAULT_MAX_VOCAB and not old.fixed_vocab
 
 
-def _cli(*args, input=None):
-    from click.testing import CliRunner
-    from charstream.cli import main
-    return CliRunner().invoke(main, list(args), input=input)
-
-
 def test_cli_max_vocab_is_saved_and_can_be_raised_not_lowered_below_v(tmp_path):
     path = str(tmp_path / "c.npz")
-    r = _cli("train", "-", "--model", path, "--hidden-size", "4", "--max-vocab", "6",
+    r = invoke("train", "-", "--model", path, "--hidden-size", "4", "--max-vocab", "6",
              input="abcdefghij" * 20)
     assert r.exit_code == 0, r.stderr
     assert r.stderr.count("Warning: the vocabulary is full (max_vocab=6)") == 1
     m = charstream.load(path)
     assert m.max_vocab == 6 and m.vocab == ("a", "b", "c", "d", "e", UNK)
-    r = _cli("train", "-", "--model", path, "--max-vocab", "3", input="abc" * 20)
+    r = invoke("train", "-", "--model", path, "--max-vocab", "3", input="abc" * 20)
     assert r.exit_code == 2 and "Invalid value for --max-vocab" in r.stderr and "below the model's 6" in r.stderr
-    assert _cli("train", "-", "--model", path, "--max-vocab", "8", input="xyz" * 20).exit_code == 0
+    assert invoke("train", "-", "--model", path, "--max-vocab", "8", input="xyz" * 20).exit_code == 0
     m = charstream.load(path)          # one more character joins (the last slot stays U+FFFD's)
     assert m.max_vocab == 8 and m.vocab_size == 7 and m.vocab[:6] == ("a", "b", "c", "d", "e", UNK)
     new = str(tmp_path / "d.npz")
-    assert _cli("train", "-", "--model", new, "--hidden-size", "4", input="abc" * 20).exit_code == 0
+    assert invoke("train", "-", "--model", new, "--hidden-size", "4", input="abc" * 20).exit_code == 0
     assert charstream.load(new).max_vocab == charstream.vocab.DEFAULT_MAX_VOCAB
 
 
 def test_cli_fixed_vocab(tmp_path):
     path = str(tmp_path / "f.npz")
-    r = _cli("train", "-", "--model", path, "--hidden-size", "4", "--vocab", "ab ", "--fixed-vocab",
+    r = invoke("train", "-", "--model", path, "--hidden-size", "4", "--vocab", "ab ", "--fixed-vocab",
              input="ab ba xyz " * 20)
     assert r.exit_code == 0, r.stderr
     assert r.stderr.count("Warning: characters outside the fixed vocabulary are skipped: 'x', 'y', 'z'") == 1
     m = charstream.load(path)
     assert m.vocab == ("a", "b", " ") and m.fixed_vocab
-    assert _cli("train", "-", "--model", path, input="abc" * 20).exit_code == 0
+    assert invoke("train", "-", "--model", path, input="abc" * 20).exit_code == 0
     assert charstream.load(path).vocab == ("a", "b", " ")          # still fixed: the file remembers
-    assert _cli("train", "-", "--model", path, "--open-vocab", input="abc" * 20).exit_code == 0
+    assert invoke("train", "-", "--model", path, "--open-vocab", input="abc" * 20).exit_code == 0
     assert charstream.load(path).vocab == ("a", "b", " ", "c") and not charstream.load(path).fixed_vocab
-    r = _cli("train", "-", "--model", str(tmp_path / "g.npz"), "--vocab", "abc", "--max-vocab", "2", input="abc")
+    r = invoke("train", "-", "--model", str(tmp_path / "g.npz"), "--vocab", "abc", "--max-vocab", "2", input="abc")
     assert r.exit_code == 2 and "more than max_vocab=2" in r.stderr
-    r = _cli("train", "-", "--model", str(tmp_path / "h.npz"), "--fixed-vocab", input="abc")
+    r = invoke("train", "-", "--model", str(tmp_path / "h.npz"), "--fixed-vocab", input="abc")
     assert r.exit_code == 2 and "needs its characters: give --vocab CHARS" in r.stderr
     assert not (tmp_path / "h.npz").exists()
     full = charstream.Model("ab", hidden_size=4, seed=0, max_vocab=2)
@@ -201,14 +196,72 @@ def test_cli_english_then_japanese_then_generates_japanese(tmp_path, shakespeare
     path = str(tmp_path / "ej.npz")
     (tmp_path / "en.txt").write_text(shakespeare[:2000], encoding="utf-8")
     (tmp_path / "ja.txt").write_bytes((JAPANESE * 60).encode("utf-8"))
-    assert _cli("train", str(tmp_path / "en.txt"), "--model", path, "--hidden-size", "32",
+    assert invoke("train", str(tmp_path / "en.txt"), "--model", path, "--hidden-size", "32",
                 "--random-seed", "0").exit_code == 0
     english = charstream.load(path).vocab
-    r = _cli("train", str(tmp_path / "ja.txt"), "--model", path)
+    r = invoke("train", str(tmp_path / "ja.txt"), "--model", path)
     assert r.exit_code == 0 and "Warning" not in r.stderr
     m = charstream.load(path)
     assert m.vocab[:len(english)] == english and set(JAPANESE) <= set(m.vocab)
-    r = _cli("generate", "--model", path, "--seed", "春は", "--length", "40", "--sampler", "greedy")
+    r = invoke("generate", "--model", path, "--seed", "春は", "--length", "40", "--sampler", "greedy")
     assert r.exit_code == 0
     out = r.stdout[len("春は"):]
     assert len(out) == 40 and sum(c in JAPANESE for c in out) >= 30, out
+
+
+# -- invalid bytes and surrogates read as U+FFFD; reopening the vocabulary (moved from test_qa.py and test_review.py)
+
+def test_surrogate_escaped_bytes_train_as_u_fffd_like_the_byte_sources():
+    escaped = "caf\udce9 ok, na\udcefve " * 8          # b"caf\xe9 ..." read with surrogateescape
+    replaced = escaped.replace("\udce9", "\ufffd").replace("\udcef", "\ufffd")
+    a, b = charstream.Model("", hidden_size=8, seed=0), charstream.Model("", hidden_size=8, seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        la = [r.loss for r in charstream.Trainer(a).train([escaped[:30], escaped[30:]])]
+    assert [str(w.message) for w in caught if issubclass(w.category, CharstreamWarning)] == [
+        "the text has lone surrogates (bytes that were not UTF-8, decoded with "
+        "errors='surrogateescape'?): read as U+FFFD"]
+    lb = [r.loss for r in charstream.Trainer(b).train([replaced])]
+    assert la == lb and a.vocab == b.vocab and "\ufffd" in a.vocab
+    assert not any(0xD800 <= ord(c) <= 0xDFFF for c in a.vocab)
+
+
+def test_a_seed_with_invalid_bytes_reads_them_as_u_fffd():
+    m = charstream.Model("", hidden_size=8, seed=0)
+    list(charstream.Trainer(m).train(["caf\ufffd caf\ufffd " * 6]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # no "never seen" warning: it is U+FFFD
+        got = "".join(itertools.islice(m.generate("caf\udce9", random_seed=1), 30))
+    assert got == "".join(itertools.islice(m.generate("caf\ufffd", random_seed=1), 30))
+
+
+def test_model_refuses_a_surrogate_in_its_vocabulary():
+    with pytest.raises(ValueError, match="surrogate"):
+        charstream.Model("ab\udcff")
+
+
+@pytest.mark.parametrize("reopen", ["raise the cap", "open the vocabulary"])
+def test_reopening_the_vocabulary_in_session_equals_after_a_reload(tmp_path, reopen):
+    def fresh():
+        if reopen == "raise the cap":
+            return charstream.Model("", hidden_size=4, seed=0, max_vocab=3)
+        return charstream.Model("ab\ufffd", hidden_size=4, seed=0, fixed_vocab=True)
+
+    def reopened(m):
+        if reopen == "raise the cap":
+            m.max_vocab = 10
+        else:
+            m.fixed_vocab = False
+        return m
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CharstreamWarning)
+        m = fresh()
+        list(charstream.Trainer(m).train(["abcd" * 10]))
+        m.save(tmp_path / "m.npz")
+        same = reopened(m)
+        again = reopened(charstream.load(tmp_path / "m.npz"))
+        la = [r.loss for r in charstream.Trainer(same).train(["cdcd" * 10])]
+        lb = [r.loss for r in charstream.Trainer(again).train(["cdcd" * 10])]
+    assert same.vocab == again.vocab == ("a", "b", "\ufffd", "c", "d")
+    assert la == lb

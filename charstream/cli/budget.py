@@ -1,8 +1,11 @@
-"""Training budgets: repeat file sources (--passes), stop after N characters or S seconds."""
-import os
+"""Training budgets on the command line: --passes over file sources, stop after S seconds."""
 import time
 
 import click
+
+from ..errors import CharstreamError
+from ..sources import limit_chars  # noqa: F401 -- cli/train.py imports it from here
+from ..sources import repeat_sources as repeat_any
 
 
 class BudgetReached(Exception):
@@ -10,36 +13,11 @@ class BudgetReached(Exception):
 
 
 def repeat_sources(sources, passes):
-    """The sources list repeated `passes` times; only regular files can be read again."""
-    if passes == 1:
-        return list(sources)
-    streams = [s for s in sources if not os.path.isfile(_path_of(s))]
-    if streams:
-        raise click.BadParameter(f"{streams[0]} is a stream, which cannot be read twice; "
-                                 f"--passes needs file sources", param_hint="--passes")
-    return list(sources) * passes
-
-
-def _path_of(source):
-    """The path a file source reads: PATH itself, or the PATH of file://PATH (any case of the scheme)."""
-    from ..sources import _file_path, scheme_of
-    return _file_path("file://" + source.split("://", 1)[1]) if scheme_of(source) == "file" else source
-
-
-def limit_chars(texts, n):
-    """The stream of str cut after `n` characters in all (None: no limit)."""
-    if n is None:
-        yield from texts
-        return
-    left = n
-    if left <= 0:
-        return
-    for text in texts:
-        if len(text) >= left:
-            yield text[:left]
-            return
-        left -= len(text)
-        yield text
+    """The sources list repeated `passes` times; a usage error for --passes if one is a stream."""
+    try:
+        return repeat_any(sources, passes)
+    except CharstreamError as e:
+        raise click.BadParameter(f"{e}; --passes needs file sources", param_hint="--passes") from None
 
 
 class Deadline:
