@@ -20,7 +20,6 @@ import glob
 import gzip
 import itertools
 import math
-import os
 import re
 import statistics
 import sys

@@ -306,7 +306,6 @@ def test_info_says_when_the_smoothed_loss_is_still_mostly_the_first_chunk(tmp_pa
 
 def test_plot_script_without_matplotlib_says_what_it_needs(tmp_path):
     import subprocess
-    import sys
     from pathlib import Path
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "plot_log.py"
     (tmp_path / "loss.jsonl").write_text("")

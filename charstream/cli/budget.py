@@ -4,7 +4,6 @@ import time
 import click
 
 from ..errors import CharstreamError
-from ..sources import limit_chars  # noqa: F401 -- cli/train.py imports it from here
 from ..sources import repeat_sources as repeat_any
 
 

@@ -7,11 +7,11 @@ import click
 from ..errors import CharstreamError, SourceFailed
 from ..checkpoint import Checkpoint, OptionError, SaveFailed, open_model, writer_lock
 from ..progress import Progress
-from ..sources import Listener, chain_sources, check_source, with_idle
+from ..sources import Listener, chain_sources, check_source, limit_chars, with_idle
 from ..trainer import Trainer
 from ..vocab import DEFAULT_MAX_VOCAB
-from .budget import BudgetReached, Deadline, limit_chars, repeat_sources
-from .common import FiniteFloat, fail, load_model, model_option, resolve_model_path, say, show_warnings
+from .budget import BudgetReached, Deadline, repeat_sources
+from .common import FiniteFloat, fail, model_option, resolve_model_path, say, show_warnings
 from .interrupts import Interrupts, Terminated, exit_code
 
 
