@@ -163,20 +163,18 @@ class Model:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         top_k, top_p = samplers.check_top_k(top_k), samplers.check_top_p(top_p)
         name, pick = samplers.resolve(sampler)
-        if (pick is samplers.top_k_default and top_k is not None) or \
-                (pick is samplers.top_p_default and top_p is not None):
-            pick = samplers.temperature    # "top-k" with top_k=K is top-k with K: the cut, then a draw
-        elif type(pick) is samplers.TopK and top_k is None and top_p is None:
-            pick, top_k = samplers.temperature, pick.k     # TopK(k) is the same: the cut, then a draw
+        pick, top_k, top_p = samplers.with_cuts(pick, top_k, top_p)
         if self.vocab_size == 0:
             raise ValueError("the model has an empty vocabulary: train it on some text first")
         kernel = self.kernel()
         h = self.start_state(fresh_state)
         kernel.step(self.encode(seed, "the seed"), h)
         rng = np.random.default_rng(random_seed)
-        if top_p is None and (pick is samplers.temperature or (pick is samplers.greedy and top_k is None)):
+        path = samplers.compiled_path(pick, top_k, top_p)
+        if path is not None:
+            greedy, k = path
             return _sample_blocks(self.vocabulary, kernel, h, float(temperature), rng, first_block, max_block,
-                                  greedy=pick is samplers.greedy, top_k=top_k or 0)   # the compiled paths
+                                  greedy=greedy, top_k=k)
         return samplers.pick_blocks(self.vocabulary, kernel, h, float(temperature), name, pick, top_k, top_p,
                                     rng, first_block, min(max_block, 256))
 

@@ -12,6 +12,10 @@ character. The built-ins (entry points in the `charstream.samplers` group, like 
 
 `top_k=` and `top_p=` also work as filters in front of any sampler: probs are cut to the k most
 probable, then to the nucleus, and renormalised before the sampler sees them.
+
+A sampler the kernel can run declares it: `sampler.compiled_path(top_k, top_p)` returns
+`(greedy, k)` for `Kernel.sample` (k = 0: no cut) when the compiled draw picks exactly what the
+sampler would with those cuts, else None; samplers without it (plugins, callables) run in Python.
 """
 import math
 import numbers
@@ -35,6 +39,10 @@ def temperature(probs, rng):
 def greedy(probs, rng):
     """The index of the largest probability."""
     return int(np.argmax(probs))
+
+
+temperature.compiled_path = lambda top_k, top_p: (False, top_k or 0) if top_p is None else None
+greedy.compiled_path = lambda top_k, top_p: (True, 0) if top_k is None and top_p is None else None
 
 
 def check_top_k(k):
@@ -71,10 +79,20 @@ def cut_top_p(probs, p):
 
 
 class TopK:
-    """Draw among the k most probable characters."""
+    """Draw among the k most probable characters (`by_name`: the "top-k" sampler, whose k a given
+    top_k replaces)."""
 
-    def __init__(self, k=DEFAULT_TOP_K):
+    def __init__(self, k=DEFAULT_TOP_K, by_name=False):
         self.k = check_top_k(k)
+        self.by_name = by_name
+
+    def with_cuts(self, top_k, top_p):
+        if top_k is not None and self.by_name:
+            return temperature, top_k, top_p     # "top-k" with top_k=K is the K cut, then a draw
+        return self, top_k, top_p
+
+    def compiled_path(self, top_k, top_p):
+        return (False, self.k) if top_k is None and top_p is None else None   # the cut, then a draw
 
     def __call__(self, probs, rng):
         return temperature(cut_top_k(np.array(probs, dtype=np.float64), self.k), rng)
@@ -84,10 +102,17 @@ class TopK:
 
 
 class TopP:
-    """Draw from the nucleus: the fewest most-probable characters whose mass reaches p."""
+    """Draw from the nucleus: the fewest most-probable characters whose mass reaches p (`by_name`:
+    the "top-p" sampler, whose p a given top_p replaces)."""
 
-    def __init__(self, p=DEFAULT_TOP_P):
+    def __init__(self, p=DEFAULT_TOP_P, by_name=False):
         self.p = check_top_p(p)
+        self.by_name = by_name
+
+    def with_cuts(self, top_k, top_p):
+        if top_p is not None and self.by_name:
+            return temperature, top_k, top_p     # "top-p" with top_p=P is the P cut, then a draw
+        return self, top_k, top_p
 
     def __call__(self, probs, rng):
         return temperature(cut_top_p(np.array(probs, dtype=np.float64), self.p), rng)
@@ -96,8 +121,20 @@ class TopP:
         return f"TopP({self.p})"
 
 
-top_k_default = TopK()
-top_p_default = TopP()
+top_k_default = TopK(by_name=True)
+top_p_default = TopP(by_name=True)
+
+
+def with_cuts(pick, top_k, top_p):
+    """(pick, top_k, top_p) with a by-name sampler's own cut replaced by a given one."""
+    adjust = getattr(pick, "with_cuts", None)
+    return adjust(top_k, top_p) if adjust is not None else (pick, top_k, top_p)
+
+
+def compiled_path(pick, top_k, top_p):
+    """`(greedy, k)` for Kernel.sample when `pick` declares that it runs compiled with these cuts."""
+    path = getattr(pick, "compiled_path", None)
+    return path(top_k, top_p) if path is not None else None
 
 
 def resolve(sampler):
