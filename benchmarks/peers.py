@@ -5,7 +5,9 @@ character at a time; they exist to be timed, tests/oracle.py is the reference fo
 """
 import numpy as np
 
-PARAM_NAMES = ("Wxh", "Whh", "Why", "bh", "by")
+from charstream.cells import names
+
+PARAM_NAMES = names("rnn", 1)
 
 
 def numpy_train(params, idx, T=25, lr=0.1):
