@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import samplers
-from ._rnn_step import Kernel
+from ._kernel import Kernel
 from .errors import CharstreamWarning
 from .vocab import DEFAULT_MAX_VOCAB, UNK, Vocab, check_max_size
 
