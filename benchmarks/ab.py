@@ -8,13 +8,15 @@
 (`-t`, a build-temp directory of its own per build: setuptools links an object file that is newer
 than the source again without compiling it, so a change of flags alone would not show.)
 
-Each directory holds a `charstream/_rnn_step*.so` (what `build_ext -b DIR` writes). Both modules are
+Each directory holds what `build_ext -b DIR` writes: one module per kernel path,
+`charstream/_rnn_step_{avx512,avx2,baseline}*.so` (or a single `_rnn_step*.so`, as builds before the
+paths did). `DIR` loads the fastest path this CPU runs, `DIR:avx2` a given one. Both modules are
 loaded side by side under different names and drive the same parameters, so a noisy machine moves
 both alike: an A/A run reads 1.00 within 1%. `train` is `Kernel.train_chunk` over consecutive chunks
 (T=25) of tiny-shakespeare or the shipped corpus; `sample` is `Kernel.sample` in blocks of 4096.
 """
 import argparse
-import glob
+import importlib.machinery
 import importlib.util
 import os
 import statistics
@@ -28,14 +30,25 @@ sys.path.insert(0, HERE)
 from bench import corpus_text, repeat_to  # noqa: E402
 
 import charstream  # noqa: E402
+from charstream import _cpu, _kernel  # noqa: E402
 
 
-def load_build(d, name):
-    """The kernel module built into directory d, imported as `name`."""
-    paths = glob.glob(os.path.join(d, "charstream", "_rnn_step*.so")) or glob.glob(os.path.join(d, "_rnn_step*.so"))
-    if not paths:
-        sys.exit(f"ab.py: no charstream/_rnn_step*.so under {d} (build it with setup.py build_ext -b {d})")
-    spec = importlib.util.spec_from_file_location(f"{name}._rnn_step", paths[0])
+def load_build(arg, name):
+    """The kernel module built into directory DIR (`DIR` or `DIR:PATH`), imported as `name`."""
+    d, _, want = arg.partition(":")
+    found = {}
+    for stem in [f"_rnn_step_{p}" for p in _kernel.PATHS] + ["_rnn_step"]:
+        for sub in ("charstream", ""):
+            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+                if os.path.exists(os.path.join(d, sub, stem + suffix)):
+                    found.setdefault(stem, os.path.join(d, sub, stem + suffix))
+    runnable = [p for p in _cpu.supported() if p == want or not want]
+    stems = [f"_rnn_step_{p}" for p in runnable] + ([] if want else ["_rnn_step"])
+    stem = next((s for s in stems if s in found), None)
+    if stem is None:
+        sys.exit(f"ab.py: no kernel {want or 'this CPU runs'} under {d} (build it with setup.py build_ext -b {d})")
+    print(f"{name}: {found[stem]}")
+    spec = importlib.util.spec_from_file_location(f"{name}.{stem}", found[stem])
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -63,8 +76,8 @@ def sample_rate(mod, params, H, n=200_000, block=4096):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a")
-    ap.add_argument("b")
+    ap.add_argument("a", help="DIR or DIR:PATH (avx512, avx2, baseline)")
+    ap.add_argument("b", help="DIR or DIR:PATH")
     ap.add_argument("--hidden-size", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--chars", type=int, default=100_000)

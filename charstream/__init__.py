@@ -1,5 +1,5 @@
 """charstream: learn a character-level RNN from a stream of text and write text back one character at a time."""
-from . import _rnn_step  # noqa: F401 -- the compiled kernel, loaded now; there is no pure-Python fallback
+from . import _kernel  # noqa: F401 -- the compiled kernel for this CPU, loaded now; there is no pure-Python fallback
 from .errors import CharstreamError, CharstreamWarning, ModelFileError, NonFiniteError
 from .model import Model
 from . import plugins, samplers, sources  # noqa: F401 -- charstream.sources.open_source(...) after `import charstream`

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import cells, samplers, store
 from .scoring import score, score_adaptive
-from ._rnn_step import Kernel
+from ._kernel import Kernel
 from .errors import CharstreamWarning, ModelFileError
 from .vocab import DEFAULT_MAX_VOCAB, UNK, Vocab, check_max_size, codepoints, to_text
 

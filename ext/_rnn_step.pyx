@@ -1,5 +1,6 @@
 """The one kernel of charstream: the RNN's tanh step, softmax, backward pass, Adagrad and sampling."""
-# Compiler directives (boundscheck, wraparound, cdivision, ...) are set once in setup.py.
+# Compiler directives (boundscheck, wraparound, cdivision, ...) are set once in setup.py, which builds
+# this file once per instruction-set path through ext/_rnn_step_{avx512,avx2,baseline}.pyx.
 
 from libc.math cimport log
 from libc.string cimport memset, memcpy
@@ -8,7 +9,8 @@ from libc.stdint cimport uint64_t
 import numpy as np
 
 cdef extern from "kernels.h" nogil:
-    # the C parts: register-blocked product, panel matvec for sampling, Adagrad; documented there
+    # the C parts, documented there: the register-blocked product; the panels that the recurrences,
+    # sampling and scoring stream through; Adagrad; exp and tanh; the top-k cut and the draw
     void cs_gemm_acc(double* C, Py_ssize_t ldc, const double* A, Py_ssize_t ars, Py_ssize_t acs,
                      const double* B, Py_ssize_t ldb, Py_ssize_t M, Py_ssize_t K, Py_ssize_t N, int add)
     void cs_adagrad(double* p, const double* d, double* m, Py_ssize_t n, double lr)
@@ -227,9 +229,9 @@ cdef class Kernel:
     cdef double[::1] hbuf       # (H,) scratch for sampling and scoring
     cdef double[::1] ybuf       # (V,) scratch for sampling and scoring
     cdef Py_ssize_t Mp          # H + V rounded up to 8
-    cdef double[::1] panels     # [Whh[:h1]; Why; Whh[h1:]] packed in panels of 8 rows for sampling
-                                # (Whh alone for the forward recurrence), zero padded, from its
-                                # first 64-byte boundary on
+    cdef double[::1] panels     # [Whh[:h1]; Why; Whh[h1:]] packed in panels of 8 rows for sampling,
+                                # [Whh; Why] for evaluate, Whh alone for the forward recurrence;
+                                # zero padded, from its first 64-byte boundary on
     cdef double[::1] zbuf       # (Mp,) the panels' product with h
     cdef double[::1] bpanels    # Whh^T in panels of 8 rows (column blocks of Whh) for the backward
                                 # recurrence, zero padded, from its first 64-byte boundary on

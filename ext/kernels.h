@@ -12,7 +12,8 @@
  * Also here: the panels (cs_pack, cs_pack_transposed, cs_panel_matvec) that both recurrences and
  * sampling stream their matrix-vector products through, Adagrad (cs_adagrad), exp and tanh eight at
  * a time (cs_exp_affine, cs_exp_sub, cs_tanh) and the inverse-CDF draw (cs_draw). Paths for
- * AVX-512 use its intrinsics; every function has a plain C path for other CPUs (CHARSTREAM_PORTABLE).
+ * AVX-512 use its intrinsics, vector extensions need AVX, and every function has a plain C path for
+ * the rest: setup.py builds this once per path (avx512, avx2, baseline; docs/build.md).
  */
 #ifndef CHARSTREAM_KERNELS_H
 #define CHARSTREAM_KERNELS_H
@@ -31,7 +32,7 @@ typedef double cs_v4 __attribute__((vector_size(32)));
 static inline cs_v4 cs_load(const double *p) { cs_v4 v; memcpy(&v, p, sizeof v); return v; }
 static inline void cs_put(double *p, cs_v4 v, int add) { if (add) v += cs_load(p); memcpy(p, &v, sizeof v); }
 #define CS_VECTOR 1
-#define CS_PANELS 1   /* sampling through panels pays off only with vector registers */
+#define CS_PANELS 1   /* the recurrences, sampling and scoring through panels pay off only with vector registers */
 #ifdef __AVX512F__
 #define CS_W 8
 #else
@@ -128,7 +129,7 @@ static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdif
         cs_gemm_tail(C + i * ldc, a, acs, B, ldb, K, N4, N, add);
     }
 #else
-    /* without AVX (the portable build), rows of B added into a row of C: gcc vectorises it with SSE2 */
+    /* without AVX (the baseline path), rows of B added into a row of C: gcc vectorises it with SSE2 */
     for (; i < M; i++) {
         double *c = C + i * ldc;
         if (!add)

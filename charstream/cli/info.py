@@ -6,6 +6,7 @@ import unicodedata
 
 import click
 
+from .._kernel import ISA
 from ..scoring import LN2
 from .common import load_model, model_option, resolve_model_path
 
@@ -42,6 +43,7 @@ def describe(model, path):
         "untrained_tail": int(len(st.tail)),
         "recent_nats_per_char": recent,
         "recent_bits_per_char": None if recent is None else recent / LN2,
+        "kernel_isa": ISA,   # the compiled path this process runs (docs/build.md)
     }
 
 

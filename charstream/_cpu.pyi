@@ -1,0 +1,3 @@
+"""Type stub of charstream._cpu (ext/_cpu.pyx): which kernel paths this CPU can run."""
+
+def supported() -> list[str]: ...
