@@ -7,6 +7,6 @@ from .trainer import Record, Trainer
 
 load = Model.load
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["Model", "Trainer", "Record", "load", "CharstreamError", "CharstreamWarning",
            "ModelFileError", "NonFiniteError"]
