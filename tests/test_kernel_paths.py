@@ -42,7 +42,7 @@ def test_a_forced_path_is_the_one_loaded_and_reported(isa):
     assert first.split() == [isa, f"charstream._rnn_step_{isa}"]
     assert loaded == str([f"charstream._rnn_step_{isa}"])   # no other path was imported
     r = _run("from charstream.cli import main; main()", isa, "--version")
-    assert r.stdout == f"charstream 0.1.0 (kernel: {isa})\n"
+    assert r.stdout == f"charstream {charstream.__version__} (kernel: {isa})\n"
 
 
 def test_info_json_names_the_path(tmp_path, shakespeare):
