@@ -24,7 +24,10 @@ def _run(code, isa=None, *args):
     env = {k: v for k, v in os.environ.items() if k != "CHARSTREAM_ISA"}
     if isa is not None:
         env["CHARSTREAM_ISA"] = isa
-    return subprocess.run([*PY, code, *args], env=env, capture_output=True, text=True, timeout=60)
+    # from tests/: `python -c` puts its working directory first on sys.path, and the source folder has
+    # no compiled modules when the package is installed (not editable)
+    return subprocess.run([*PY, code, *args], env=env, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parent)
 
 
 def test_the_default_is_the_fastest_path_this_cpu_runs():
