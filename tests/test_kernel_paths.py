@@ -69,6 +69,15 @@ def test_an_unknown_path_is_a_one_line_import_error():
                                          "avx512, avx2, baseline, or leave it unset")
 
 
+def test_the_command_says_an_unknown_path_in_one_line_without_a_traceback(tmp_path):
+    env = dict(os.environ, CHARSTREAM_ISA="avx3")
+    r = subprocess.run([sys.executable, "-m", "charstream", "--version"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr == ("Error: CHARSTREAM_ISA=avx3: unknown kernel path; use one of avx512, avx2, baseline, "
+                        "or leave it unset\n")
+
+
 @pytest.mark.parametrize("wanted,built,runnable,expect", [
     ("", ["avx512", "avx2", "baseline"], ["avx512", "avx2", "baseline"], "avx512"),
     ("", ["avx512", "avx2", "baseline"], ["avx2", "baseline"], "avx2"),
