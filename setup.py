@@ -26,7 +26,7 @@ else:
 extension = Extension(
     "charstream._rnn_step",
     ["ext/_rnn_step.pyx"],
-    depends=["ext/kernels.h"],
+    depends=["ext/kernels.h", "ext/cells.h", "ext/cells.pxi"],
     include_dirs=["ext", np.get_include()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=cflags,

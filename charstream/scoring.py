@@ -53,7 +53,7 @@ def score(model, texts, window=2000):
         raise ValueError(f"window must be at least 2 characters, got {window!r}")
     result = Score(window=window or 0)
     kernel = model.kernel()
-    h = np.zeros(model.hidden_size)
+    h = np.zeros(len(model.state.hprev))
     last = np.empty(0, dtype=np.int32)      # the previous known character: the next text's context
     pending = np.empty(0, dtype=np.int32)   # known characters of the window being filled
     for text in texts:
@@ -76,6 +76,6 @@ def score(model, texts, window=2000):
         pending = np.concatenate([pending, known])
         while len(pending) >= window:
             w, pending = pending[:window], pending[window:]
-            result.windows.append(kernel.evaluate(np.ascontiguousarray(w), np.zeros(model.hidden_size))
+            result.windows.append(kernel.evaluate(np.ascontiguousarray(w), np.zeros(len(model.state.hprev)))
                                   / (window - 1))
     return result
