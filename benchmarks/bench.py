@@ -276,6 +276,77 @@ def bench_memory(text, mb):
           f"growth {(peak - base) / 1024:.1f} MB ({len(samples)} samples)")
 
 
+# --- gated cells: charstream's CellKernel against nn.GRU / nn.LSTM ------------------------------
+
+def cell_flops(cell, H, V, task):
+    """FLOP per character of the products alone: per layer G*H*H for Whh (forward, dWhh, Whh^T dw in
+    training), plus the head's V*H (logits, dWhy, dh)."""
+    G = charstream.cells.GATES[cell]
+    return (6 if task == "train" else 2) * (G * H * H + V * H)
+
+
+def train_cell(text, cell, H, n):
+    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0, cell=cell)
+    return timed(lambda: [None for _ in charstream.Trainer(m).train([text[:n + 1]])], n)
+
+
+def generate_cell(text, cell, H, n):
+    m = charstream.Model(sorted(set(text)), hidden_size=H, seed=0, cell=cell)
+    g = m.generate("T", random_seed=0)
+    return timed(lambda: [None for _ in itertools.islice(g, n)], n)
+
+
+def torch_cell(text, cell, H, n, task, T=25):
+    """nn.GRU / nn.LSTM, batch 1, float64, one thread: Adam over chunks of T, or one step per sample."""
+    import torch
+    V = len(set(text))
+    idx = torch.tensor(charstream.Model(sorted(set(text)), hidden_size=8).encode(text[:n + 1]), dtype=torch.int64)
+    rnn = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(V, H, dtype=torch.float64)
+    head = torch.nn.Linear(H, V, dtype=torch.float64)
+    eye = torch.eye(V, dtype=torch.float64)
+    if task == "train":
+        opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=0.002)
+
+        def run():
+            state = None
+            for s in range(0, n - T, T):
+                out, state = rnn(eye[idx[s:s + T]].unsqueeze(1), state)
+                loss = torch.nn.functional.cross_entropy(head(out.squeeze(1)), idx[s + 1:s + T + 1], reduction="sum")
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                state = tuple(x.detach() for x in state) if isinstance(state, tuple) else state.detach()
+        return timed(run, n - n % T)
+
+    def sample():
+        g, state, ix = torch.Generator().manual_seed(0), None, 0
+        with torch.no_grad():
+            for _ in range(n):
+                o, state = rnn(eye[ix].view(1, 1, V), state)
+                ix = int(torch.multinomial(torch.softmax(head(o.view(1, H)), dim=1)[0], 1, generator=g))
+    return timed(sample, n)
+
+
+def bench_cells(text, sizes, rounds, use_torch, gflops):
+    V = len(set(text))
+    print(f"\ngated cells (one layer, T=25, V={V}, median of {rounds} rounds): chars/s, x torch, % of FLOP floor")
+    for cell in ("gru", "lstm"):
+        for H in sizes:
+            for task in ("train", "generate"):
+                n = max(int((20000 if task == "train" else 100000) * (128 / H) ** 2), 3000)
+                body = repeat_to(text, n + 2)
+                ours, theirs = [], []
+                for _ in range(rounds):
+                    ours.append((train_cell if task == "train" else generate_cell)(body, cell, H, n))
+                    if use_torch:
+                        theirs.append(torch_cell(body, cell, H, max(n // 10, 1000), task))
+                floor = gflops * 1e9 / cell_flops(cell, H, V, task)
+                c = statistics.median(ours)
+                ratio = (f"{statistics.median(x / y for x, y in zip(ours, theirs)):6.1f}x torch "
+                         f"({statistics.median(theirs):9,.0f}/s)" if theirs else "      - (no torch)")
+                print(f"{cell:5}{task:9}{H:>5}{c:11,.0f}/s  {ratio}  floor {floor:9,.0f}/s {c / floor:5.0%}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=None, help="text file (default: the shipped corpus)")
@@ -286,6 +357,7 @@ def main(argv=None):
     ap.add_argument("--no-cli", action="store_true", help="skip the command-line rows")
     ap.add_argument("--cli-chars", type=int, default=1_000_000, help="characters for the CLI rows")
     ap.add_argument("--memory-mb", type=int, default=0, help="also measure RSS over a stream this big")
+    ap.add_argument("--cell-sizes", default="128,256,512", help="H values of the gru and lstm rows ('' skips them)")
     args = ap.parse_args(argv)
     text = corpus_text(args.corpus)
     use_torch = not args.no_torch and peers.torch_available()
@@ -296,6 +368,8 @@ def main(argv=None):
     results = {H: bench_size(text, H, args.rounds, args.chars, use_torch)
                for H in (int(h) for h in args.hidden_sizes.split(","))}
     print_table(results, len(set(text)), gflops, args.rounds)
+    if args.cell_sizes:
+        bench_cells(text, [int(h) for h in args.cell_sizes.split(",")], args.rounds, use_torch, gflops)
     if not use_torch:
         print("(PyTorch not installed: its columns are left out)")
     if not args.no_cli:

@@ -55,6 +55,7 @@ AVAILABLE = [p for p in BUILT if p in _runnable]      # built and runnable on th
 ISA = choose(os.environ.get(ENV, "").strip().lower(), BUILT, _runnable)   # the path in use
 
 if TYPE_CHECKING:
-    from ._rnn_step import Kernel   # the stub, charstream/_rnn_step.pyi: every path's Kernel has its API
+    from ._rnn_step import CellKernel, Kernel   # the stub, charstream/_rnn_step.pyi: every path's Kernel has its API
 else:
     Kernel = module(ISA).Kernel
+    CellKernel = module(ISA).CellKernel

@@ -62,7 +62,7 @@ def open_model(path, hidden_size=None, random_seed=None, max_vocab=None, vocab=N
         raise OptionError("a new model with a fixed vocabulary needs its characters: give --vocab CHARS",
                           "fixed_vocab")
     try:
-        return Model(dict.fromkeys(vocab or ""), hidden_size or 100, seed=random_seed,
+        return Model(dict.fromkeys(vocab or ""), hidden_size, seed=random_seed,
                      max_vocab=max_vocab or DEFAULT_MAX_VOCAB, fixed_vocab=bool(fixed_vocab),
                      cell=cell or "rnn", layers=layers or 1)
     except ValueError as e:

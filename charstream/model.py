@@ -9,7 +9,7 @@ import numpy as np
 
 from . import cells, samplers, store
 from .scoring import score, score_adaptive
-from ._kernel import Kernel
+from ._kernel import CellKernel, Kernel
 from .errors import CharstreamWarning, ModelFileError
 from .vocab import DEFAULT_MAX_VOCAB, UNK, Vocab, check_max_size, codepoints, to_text
 
@@ -18,17 +18,19 @@ from .vocab import DEFAULT_MAX_VOCAB, UNK, Vocab, check_max_size, codepoints, to
 class TrainState:
     """Everything the online trainer carries from one chunk, run or process to the next."""
 
-    mem: dict                      # Adagrad memories, shaped like the parameters
+    mem: dict                      # Adagrad memories (Adam: first moments), shaped like the parameters
     hprev: np.ndarray              # (state_size,) hidden state after the last trained chunk: (H,) for the rnn
     tail: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint32))  # untrained text, code points
     seq_length: int = 25           # T: inputs per chunk
-    learning_rate: float = 0.1     # Adagrad step size
+    learning_rate: float = 0.1     # the optimizer's step size
     chunks: int = 0                # chunks trained
     chars_seen: int = 0            # characters received, the tail included
     chars_trained: int = 0         # chunk inputs trained: the sum of each chunk's seq_length
     smooth_loss: float = math.nan  # min-char-rnn's 0.999/0.001 running loss per chunk, nan until one trains
     reset_every: int = 0           # hprev is zeroed after each chunk that crosses a multiple of this many
                                    # trained characters (0: never, min-char-rnn's way within a pass)
+    moments: dict = field(default_factory=dict)   # Adam's second moments, shaped like the parameters
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))  # Adam steps taken
 
 
 class Model:
@@ -43,11 +45,13 @@ class Model:
     outside it map to U+FFFD if the vocabulary holds it, else they are skipped with one warning.
     """
 
-    def __init__(self, vocab, hidden_size=100, seed=None, max_vocab=DEFAULT_MAX_VOCAB, fixed_vocab=False,
+    def __init__(self, vocab, hidden_size=None, seed=None, max_vocab=DEFAULT_MAX_VOCAB, fixed_vocab=False,
                  cell="rnn", layers=1):
+        self.cell, self.layers = cells.check(cell, layers)
+        defaults = cells.DEFAULTS[self.cell]
+        hidden_size = defaults.hidden_size if hidden_size is None else hidden_size
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, (int, np.integer)) or hidden_size < 1:
             raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
-        self.cell, self.layers = cells.check(cell, layers)
         chars = list(vocab)
         if len(set(chars)) != len(chars):
             raise ValueError("vocab must hold distinct characters")
@@ -60,7 +64,10 @@ class Model:
         H = int(hidden_size)
         self.params = {p.name: p.initial(self.rng) for p in self._table(len(chars), H)}
         self.state = TrainState(mem={k: np.zeros_like(v) for k, v in self.params.items()},
-                                hprev=np.zeros(cells.state_size(self.cell, self.layers, H)))
+                                hprev=np.zeros(cells.state_size(self.cell, self.layers, H)),
+                                seq_length=defaults.seq_length, learning_rate=defaults.learning_rate)
+        if "v" in cells.slots(self.cell):
+            self.state.moments = {k: np.zeros_like(v) for k, v in self.params.items()}
 
     def _table(self, V=None, H=None):
         """This model's rows of the cell's parameter table (charstream.cells)."""
@@ -129,13 +136,21 @@ class Model:
         for p in growing:
             add = np.moveaxis(draws[p.name], 0, p.grows)
             self.params[p.name] = np.ascontiguousarray(np.concatenate([self.params[p.name], add], axis=p.grows))
-            m = self.state.mem[p.name]
-            self.state.mem[p.name] = np.ascontiguousarray(np.concatenate([m, np.zeros_like(add)], axis=p.grows))
+            for memory in (self.state.mem, self.state.moments):
+                if p.name in memory:
+                    memory[p.name] = np.ascontiguousarray(
+                        np.concatenate([memory[p.name], np.zeros_like(add)], axis=p.grows))
         return new
 
     def kernel(self, seq_length=None, train=False):
-        """A compiled kernel over the current parameter arrays (rebuild it after `grow`)."""
-        return Kernel(self.params, self.state.mem if train else None, seq_length or self.state.seq_length)
+        """A compiled kernel over the current parameter arrays (rebuild it after `grow`): Kernel for one
+        rnn layer, CellKernel for any other cell or layer count (the same methods)."""
+        T = seq_length or self.state.seq_length
+        if (self.cell, self.layers) == ("rnn", 1):
+            return Kernel(self.params, self.state.mem if train else None, T)
+        st = self.state
+        return CellKernel(self.params, st.mem if train else None, T, cell=self.cell, layers=self.layers,
+                          moments=st.moments if train else None, steps=st.steps if train else None)
 
     def encode(self, text, what="text"):
         """int32 indices of the characters of `text` in the vocabulary; unknown ones are skipped
@@ -235,8 +250,11 @@ class Model:
             "max_vocab": self.max_vocab,
             "fixed_vocab": self.fixed_vocab,
         }
+        if st.moments:
+            meta["steps"] = int(st.steps[0])
         arrays = dict(self.params)
         arrays.update({"m" + k: v for k, v in st.mem.items()})
+        arrays.update({"v" + k: v for k, v in st.moments.items()})
         arrays.update(hprev=st.hprev, vocab=codepoints("".join(self.vocab)),
                       tail=np.asarray(st.tail, dtype=np.uint32))
         return meta, arrays
@@ -260,6 +278,9 @@ class Model:
                                  learning_rate=meta["learning_rate"], chunks=meta["chunks"],
                                  chars_seen=meta["chars_seen"], chars_trained=meta["chars_trained"],
                                  smooth_loss=meta["smooth_loss"], reset_every=meta["reset_every"])
+        if "v" in cells.slots(model.cell):
+            model.state.moments = {k: arrays["v" + k] for k in names}
+            model.state.steps[0] = meta["steps"]
         return model
 
 

@@ -156,7 +156,8 @@ def _read_entries(path, z, names):
     except Exception:   # _checked says what is wrong with the meta; read the rest within a bound
         cell, layers, H, V = "lstm", 4, 1 << 12, 1 << 12
     items = {p.name: int(np.prod(p.shape)) for p in cells.params(cell, layers, V, H)}
-    items.update({"m" + k: n for k, n in list(items.items())}, hprev=cells.state_size(cell, layers, H))
+    items.update({slot + k: n for k, n in list(items.items()) for slot in cells.slots(cell)},
+                 hprev=cells.state_size(cell, layers, H))
     for k, n in items.items():
         if k in names:
             a[k] = read(k, n)
@@ -211,14 +212,20 @@ def _checked(path, a):
     except UnicodeDecodeError:
         raise bad("corrupt model file (vocab is not valid text)") from None
     table = cells.params(cell, layers, len(vocab), H)
-    missing = [k for k in ["tail"] + [p.name for p in table] + ["m" + p.name for p in table] if k not in a]
+    slots = cells.slots(cell)   # the optimizer's memories: m (Adagrad's; Adam's first moment), v (Adam's)
+    missing = [k for k in ["tail"] + [slot + p.name for slot in ("",) + slots for p in table] if k not in a]
     if missing:
         raise bad(f"corrupt model file (missing {', '.join(missing)})")
     for p in table:
-        for name in (p.name, "m" + p.name):
+        for name in [p.name] + [slot + p.name for slot in slots]:
             _check_array(bad, name, a[name], p.shape)
-        if (a["m" + p.name] < 0).any():
-            raise bad(f"corrupt model file (m{p.name} has negative Adagrad memory)")
+        squares = "m" if slots == ("m",) else "v"   # Adagrad's m and Adam's v sum squares
+        if (a[squares + p.name] < 0).any():
+            raise bad(f"corrupt model file ({squares}{p.name} has a negative sum of squares)")
+    if "v" in slots:
+        steps = meta.get("steps")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise bad("corrupt model file (bad Adam step count 'steps')")
     _check_array(bad, "hprev", a["hprev"], (cells.state_size(cell, layers, H),))
     tail = a["tail"]
     if tail.dtype != np.uint32 or tail.ndim != 1 or (tail >= MAX_CODEPOINT).any():

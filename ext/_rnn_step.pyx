@@ -615,3 +615,6 @@ def _check(a, name, shape):
         raise ValueError(f"{name} must be float64, got {a.dtype}")
     if not a.flags.c_contiguous or not a.flags.writeable:
         raise ValueError(f"{name} must be C-contiguous and writeable")
+
+
+include "cells.pxi"

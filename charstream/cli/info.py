@@ -6,6 +6,7 @@ import unicodedata
 
 import click
 
+from .. import cells
 from .._kernel import ISA
 from ..scoring import LN2
 from .common import load_model, model_option, resolve_model_path
@@ -31,12 +32,15 @@ def describe(model, path):
         "path": os.path.abspath(path),
         "format_version": model.file_format_version,
         "file_bytes": os.path.getsize(path),
+        "cell": model.cell,
+        "layers": model.layers,
         "hidden_size": model.hidden_size,
         "vocab_size": model.vocab_size,
         "vocab_preview": "".join(model.vocab[:80]),
         "parameters": int(nparams),
         "seq_length": st.seq_length,
         "learning_rate": st.learning_rate,
+        "optimizer": cells.OPTIMIZER[model.cell],
         "chars_seen": st.chars_seen,
         "chunks_trained": st.chunks,
         "chars_trained": st.chars_trained,
@@ -74,11 +78,12 @@ def info(model_path, as_json):
         recent += (f", min-char-rnn's smoothed loss: after {d['chunks_trained']:,} chunks "
                    f"{first:.0%} of it is still the first chunk's loss")
     click.echo(f"model          {d['path']}  ({d['file_bytes']:,} bytes, format {d['format_version']})")
+    click.echo(f"cell           {d['cell']}, {d['layers']} layer{'' if d['layers'] == 1 else 's'}")
     click.echo(f"hidden size    {d['hidden_size']}")
     click.echo(f"vocabulary     {d['vocab_size']} character{'' if d['vocab_size'] == 1 else 's'}: {preview}"
                + ("..." if d["vocab_size"] > 80 else ""))
     click.echo(f"parameters     {d['parameters']:,}")
-    click.echo(f"training       seq_length {d['seq_length']}, learning rate {d['learning_rate']:g}")
+    click.echo(f"training       seq_length {d['seq_length']}, {d['optimizer']}, learning rate {d['learning_rate']:g}")
     click.echo(f"trained        {d['chunks_trained']:,} chunks, {d['chars_seen']:,} characters seen "
                f"({d['untrained_tail']} in the untrained tail)")
     click.echo(f"recent loss    {recent}")

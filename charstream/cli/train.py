@@ -9,6 +9,7 @@ from ..checkpoint import Checkpoint, OptionError, SaveFailed, open_model, writer
 from ..progress import Progress
 from ..sources import Listener, chain_sources, check_source, limit_chars, with_idle
 from ..trainer import Trainer
+from ..cells import CELLS, DEFAULTS
 from ..vocab import DEFAULT_MAX_VOCAB
 from .budget import BudgetReached, Deadline, repeat_sources
 from .common import FiniteFloat, fail, model_option, resolve_model_path, say, show_warnings
@@ -18,12 +19,19 @@ from .interrupts import Interrupts, Terminated, exit_code
 @click.command()
 @click.argument("sources", nargs=-1, metavar="[SOURCE ...]")
 @model_option
+@click.option("--cell", type=click.Choice(CELLS), default=None,
+              help="The cell of a new model: rnn (min-char-rnn's, the default), gru or lstm.")
+@click.option("--layers", type=click.IntRange(min=1, max=64), default=None,
+              help="Layers of cells stacked in a new model (default 1).")
 @click.option("--hidden-size", type=click.IntRange(min=1, max=100_000), default=None,
-              help="Hidden units H of a new model (default 100).")
+              help="Hidden units H of a new model (default " + ", ".join(
+                  f"{d.hidden_size} for {c}" for c, d in DEFAULTS.items()) + ").")
 @click.option("--seq-length", type=click.IntRange(min=1, max=1_000_000), default=None,
               help="Characters per truncated-backprop chunk (default 25, or the model's).")
 @click.option("--learning-rate", type=FiniteFloat(min=0, min_open=True), default=None,
-              help="Adagrad learning rate (default 0.1, or the model's).")
+              help="The optimizer's learning rate (default: the model's; for a new one 0.1 with the rnn's "
+                   "Adagrad, " + ", ".join(f"{DEFAULTS[c].learning_rate:g} for {c}" for c in CELLS[1:])
+                   + " with Adam).")
 @click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Seed of a new model's weights.")
 @click.option("--reset-every", type=click.IntRange(min=0), default=None, metavar="N",
               help="Zero the hidden state every N characters trained (default 0: never, or the model's); "
@@ -53,7 +61,8 @@ from .interrupts import Interrupts, Terminated, exit_code
               help="Stop after reading this many characters, and save.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
               help="Append one line per progress report to this file (CSV if it ends in .csv, else JSON lines).")
-def train(sources, model_path, hidden_size, seq_length, learning_rate, random_seed, reset_every, listen, max_vocab,
+def train(sources, model_path, cell, layers, hidden_size, seq_length, learning_rate, random_seed, reset_every, listen,
+          max_vocab,
           initial_vocab, fixed_vocab, checkpoint_every, report_every, sample_every, passes, max_seconds,
           max_chars, log_path):
     """Train a model on SOURCEs as the text arrives, in order, as one stream: paths, - for stdin
@@ -70,6 +79,7 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
       charstream corpus | charstream train -
       charstream train notes.txt more-notes.txt --model notes.npz
       charstream train corpus.txt --passes 3 --hidden-size 256 --log loss.csv
+      charstream train corpus.txt --cell lstm --layers 2 --model lstm.npz
       tail -f app.log | charstream train - --model log.npz --checkpoint-every 30
       charstream train tcp://127.0.0.1:5000 --model feed.npz
       charstream train --listen 127.0.0.1:5000 --model feed.npz
@@ -92,7 +102,8 @@ def train(sources, model_path, hidden_size, seq_length, learning_rate, random_se
     with interrupts.installed():
         try:
             with _writer_lock(path):
-                model = _open_model(path, hidden_size, random_seed, max_vocab, initial_vocab, fixed_vocab)
+                model = _open_model(path, hidden_size, random_seed, max_vocab, initial_vocab, fixed_vocab,
+                                    cell, layers)
                 try:
                     trainer = Trainer(model, seq_length, learning_rate, reset_every)
                 except ValueError as e:
@@ -114,10 +125,10 @@ def _writer_lock(path):
         raise fail(e)
 
 
-def _open_model(path, hidden_size, random_seed, max_vocab, initial_vocab, fixed_vocab):
+def _open_model(path, hidden_size, random_seed, max_vocab, initial_vocab, fixed_vocab, cell, layers):
     try:
         return open_model(path, hidden_size=hidden_size, random_seed=random_seed, max_vocab=max_vocab,
-                          vocab=initial_vocab, fixed_vocab=fixed_vocab)
+                          vocab=initial_vocab, fixed_vocab=fixed_vocab, cell=cell, layers=layers)
     except OptionError as e:
         raise click.BadParameter(str(e), param_hint="--" + e.option.replace("_", "-")) from None
     except CharstreamError as e:
@@ -198,8 +209,13 @@ def _train(model, path, trainer, sources, listener, interrupts, checkpoint_every
     if stopped:
         say(stopped)
     st = model.state
-    say(f"saved model to {path} (V={model.vocab_size}, H={model.hidden_size}, "
+    say(f"saved model to {path} ({_shape(model)}V={model.vocab_size}, H={model.hidden_size}, "
         f"{st.chunks - chunks0:,} chunks trained now, {st.chunks:,} in all)")
+
+
+def _shape(model):
+    """"lstm x 2, " for models other than min-char-rnn's one rnn layer."""
+    return "" if (model.cell, model.layers) == ("rnn", 1) else f"{model.cell} x {model.layers}, "
 
 
 def _open_log(path):
