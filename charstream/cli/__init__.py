@@ -7,6 +7,7 @@ from .eval import eval_
 from .generate import generate
 from .info import info
 from .plugins import plugins
+from .serve import serve
 from .train import train
 
 
@@ -22,5 +23,5 @@ def main():
     """
 
 
-for command in (train, generate, eval_, info, corpus, plugins):
+for command in (train, generate, eval_, info, corpus, plugins, serve):
     main.add_command(command)
