@@ -49,15 +49,15 @@ def wait_until(condition, what, timeout=TIMEOUT):
 
 
 def open_stream(base, target, body=None):
-    """A raw socket with a request sent (GET, or POST of the JSON body) and the response's head read:
-    (socket, status, head, first body bytes)."""
+    """A raw socket with a request sent (GET, or POST of the JSON body; the server closes the
+    connection after the response) and the response's head read: (socket, status, head, first body bytes)."""
     host, port = base.removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)), timeout=TIMEOUT)
     if body is None:
-        req = f"GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        req = f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
     else:
         data = json.dumps(body).encode()
-        req = (f"POST {target} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        req = (f"POST {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(data)}\r\n\r\n").encode() + data
     s.sendall(req)
     got = b""

@@ -9,6 +9,8 @@ import time
 import uuid
 from importlib import resources
 
+import anyio
+
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -24,6 +26,7 @@ MAX_BODY = 256 * 1024    # bytes: the largest request body read
 DEFAULT_PARALLEL = 32    # generations at once; beyond, 503 at once
 FIRST_BLOCK = 1          # characters in the first block: the first one leaves as soon as it is drawn
 MAX_BLOCK = 4096         # the largest block, as for `charstream generate`
+STUCK = 2                # seconds a stream may stay blocked on its client once the server is stopping
 
 
 def create_app(model_path, parallel=DEFAULT_PARALLEL, registry=None):
@@ -142,7 +145,8 @@ async def _run(slots, it):
 
 class GenerationResponse(StreamingResponse):
     """A stream that closes its generation and gives its slot back however it ends: done, client
-    gone (starlette then stops iterating), or server stopping."""
+    gone (starlette then stops iterating), or server stopping. At shutdown a generation ends at its
+    next piece; one stuck behind a client that stopped reading is dropped after STUCK seconds."""
 
     def __init__(self, content, slots, pieces, **kwargs):
         super().__init__(content, **kwargs)
@@ -150,13 +154,22 @@ class GenerationResponse(StreamingResponse):
 
     async def __call__(self, scope, receive, send):
         try:
-            await super().__call__(scope, receive, send)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._drop_when_stuck, tg.cancel_scope)
+                await super().__call__(scope, receive, send)
+                tg.cancel_scope.cancel()
         finally:
             try:
                 await self.body_iterator.aclose()
             finally:
                 self.pieces.close()
                 self.slots.release()
+
+    async def _drop_when_stuck(self, scope):
+        while not self.slots.stopping.is_set():
+            await anyio.sleep(0.1)
+        await anyio.sleep(STUCK)
+        scope.cancel()
 
 
 async def completions(request):
