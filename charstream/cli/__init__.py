@@ -8,6 +8,7 @@ from .eval import eval_
 from .generate import generate
 from .info import info
 from .plugins import plugins
+from .serve import serve
 from .train import train
 
 
@@ -23,5 +24,5 @@ def main():
     """
 
 
-for command in (train, generate, eval_, info, corpus, plugins):
+for command in (train, generate, eval_, info, corpus, plugins, serve):
     main.add_command(command)

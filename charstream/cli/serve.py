@@ -1,0 +1,64 @@
+"""`charstream serve`: the model over HTTP (OpenAI-compatible completions, a curl endpoint, a page)."""
+import os
+
+import click
+
+from ..errors import CharstreamError
+from .common import Terminated, fail, load_model, model_option, quiet_exit, resolve_model_path, say, sigterm_raises
+
+
+@click.command()
+@model_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback lets the network in (no authentication).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on; 0 picks a free one (the printed URL shows it).")
+@click.option("--parallel", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Generations at once; a request beyond them gets a 503 at once.")
+def serve(model_path, host, port, parallel):
+    """Serve the model over HTTP until Ctrl-C or SIGTERM; a new model file is picked up by the next request.
+
+    \b
+    Endpoints (see docs/server.md):
+      GET  /                 a page that writes as you watch
+      GET  /generate         text/plain stream: ?seed=To+be&length=500
+      POST /v1/completions   OpenAI-compatible, with "stream": true for server-sent events
+      GET  /v1/models        the model, as OpenAI lists them
+      GET  /info             the model's facts (V, H, characters trained, recent loss)
+
+    \b
+    Examples:
+      charstream serve
+      curl -N 'http://127.0.0.1:8000/generate?seed=To+be&length=500'
+    """
+    try:
+        from ..server.app import create_app
+        from ..server.models import ModelRegistry
+        from ..server.run import Server, bind, is_loopback
+    except ImportError as e:
+        raise click.ClickException(f"serve needs the server extra ({e.name} is missing): "
+                                   f"pip install 'charstream[serve]'") from None
+    path = resolve_model_path(model_path)
+    if not os.path.exists(path):
+        load_model(path)   # the CLI's message for a missing model, saying how to train one
+    try:
+        app = create_app(path, parallel, ModelRegistry(path))
+    except CharstreamError as e:
+        raise fail(e) from None
+    try:
+        sock = bind(host, port)
+    except (OSError, UnicodeError) as e:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    if not is_loopback(sock):
+        say(f"Warning: listening on {host}, not loopback: anyone who can reach this machine can use the "
+            f"server (it has no authentication)")
+    server = Server(app, sock, on_started=lambda u: say(f"serving on {u}"))
+    try:   # Ctrl-C ends it with 130, SIGTERM with 0, after the open responses end
+        with sigterm_raises():
+            server.run()
+    except KeyboardInterrupt:
+        quiet_exit(130)
+    except Terminated:
+        quiet_exit(0)
+    finally:
+        sock.close()

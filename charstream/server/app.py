@@ -1,0 +1,260 @@
+"""The starlette app: each endpoint a small function of a request; generation runs in the thread pool.
+
+Every generation builds its own compiled kernel (`Model.generate_blocks` does) over the model's
+parameter arrays, which are only read; so no kernel is ever used by two requests, and a model that
+is reloaded is replaced, never changed under a running generation.
+"""
+import json
+import time
+import uuid
+from importlib import resources
+
+import anyio
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..errors import CharstreamError
+from .generation import Slots, pieces
+from .models import ModelRegistry
+from .openai_schema import MAX_TOKENS, RequestError, error_body, parse_completion, parse_generate
+
+MAX_BODY = 256 * 1024    # bytes: the largest request body read
+DEFAULT_PARALLEL = 32    # generations at once; beyond, 503 at once
+FIRST_BLOCK = 1          # characters in the first block: the first one leaves as soon as it is drawn
+MAX_BLOCK = 4096         # the largest block, as for `charstream generate`
+STUCK = 2                # seconds a stream may stay blocked on its client once the server is stopping
+
+
+def create_app(model_path, parallel=DEFAULT_PARALLEL, registry=None):
+    """The app serving the model at `model_path` (ModelFileError if it cannot be loaded now)."""
+    registry = registry or ModelRegistry(model_path)
+    page = resources.files(__package__).joinpath("page.html").read_bytes()
+    routes = [
+        Route("/", lambda request: HTMLResponse(page)),
+        Route("/health", lambda request: JSONResponse({"status": "ok"})),
+        Route("/info", info),
+        Route("/v1/models", list_models),
+        Route("/v1/models/{model_id:path}", get_model),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/generate", generate),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, RequestError: request_error,
+                                                       Exception: server_error})
+    app.state.registry = registry
+    app.state.slots = Slots(parallel)
+    return app
+
+
+async def http_error(request, exc):
+    message = (f"no such endpoint: {request.method} {request.url.path}" if exc.status_code == 404
+               else f"{exc.detail}: {request.method} {request.url.path}")
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    return JSONResponse(error_body(message, "invalid_request_error", None, code), exc.status_code,
+                        headers=getattr(exc, "headers", None))
+
+
+async def request_error(request, exc):
+    headers = {"Retry-After": "1"} if exc.status == 503 else None
+    return JSONResponse(exc.body(), exc.status, headers=headers)
+
+
+async def server_error(request, exc):
+    return JSONResponse(error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error"), 500)
+
+
+def _model_object(registry):
+    return {"id": registry.id, "object": "model", "created": registry.created, "owned_by": "charstream"}
+
+
+async def info(request):
+    registry = request.app.state.registry
+    facts = await run_in_threadpool(registry.facts)
+    return JSONResponse(facts)
+
+
+async def list_models(request):
+    registry = request.app.state.registry
+    await run_in_threadpool(registry.current)
+    return JSONResponse({"object": "list", "data": [_model_object(registry)]})
+
+
+async def get_model(request):
+    registry = request.app.state.registry
+    if request.path_params["model_id"] != registry.id:
+        raise RequestError(f"the model {request.path_params['model_id']!r} does not exist", "model",
+                           "model_not_found", status=404)
+    await run_in_threadpool(registry.current)
+    return JSONResponse(_model_object(registry))
+
+
+async def _read_json(request):
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise _too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise _too_large()
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RequestError(f"the request body is not valid JSON: {e}", None, "invalid_json") from None
+
+
+def _too_large():
+    return RequestError(f"the request body is larger than {MAX_BODY:,} bytes", None, "request_too_large", status=413)
+
+
+async def _start(request, gen):
+    """Take a slot and start the generation: (slot release, iterator of pieces); RequestError if it cannot."""
+    slots = request.app.state.slots
+    if not slots.try_acquire():
+        raise RequestError(f"the server is busy: {slots.limit} generations are running; try again",
+                           None, "server_busy", status=503, type="server_error")
+    try:
+        model = await run_in_threadpool(request.app.state.registry.current)
+        blocks = await run_in_threadpool(
+            model.generate_blocks, gen.prompt, gen.temperature, gen.random_seed, first_block=FIRST_BLOCK,
+            max_block=MAX_BLOCK, sampler=gen.sampler, top_k=gen.top_k, top_p=gen.top_p)
+    except (ValueError, CharstreamError) as e:
+        slots.release()
+        raise RequestError(str(e).splitlines()[0], None, "invalid_value") from None
+    except BaseException:
+        slots.release()
+        raise
+    return pieces(blocks, gen.length, gen.stop)
+
+
+async def _run(slots, it):
+    """The pieces of a started generation, each drawn in the thread pool (a thread runs `it` only
+    while this awaits it: cancelled, the await still waits for the thread); ends early at shutdown."""
+    while not slots.stopping.is_set():
+        piece = await run_in_threadpool(next, it, None)
+        if piece is None:
+            return
+        slots.produced += len(piece[0])
+        yield piece
+        if piece[1] is not None:
+            return
+
+
+class GenerationResponse(StreamingResponse):
+    """A stream that closes its generation and gives its slot back however it ends: done, client
+    gone (starlette then stops iterating), or server stopping. At shutdown a generation ends at its
+    next piece; one stuck behind a client that stopped reading is dropped after STUCK seconds."""
+
+    def __init__(self, content, slots, pieces, **kwargs):
+        super().__init__(content, **kwargs)
+        self.slots, self.pieces = slots, pieces
+
+    async def __call__(self, scope, receive, send):
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._drop_when_stuck, tg.cancel_scope)
+                await super().__call__(scope, receive, send)
+                tg.cancel_scope.cancel()
+        finally:
+            try:
+                await self.body_iterator.aclose()
+            finally:
+                self.pieces.close()
+                self.slots.release()
+
+    async def _drop_when_stuck(self, scope):
+        while not self.slots.stopping.is_set():
+            await anyio.sleep(0.1)
+        await anyio.sleep(STUCK)
+        scope.cancel()
+
+
+async def completions(request):
+    registry, slots = request.app.state.registry, request.app.state.slots
+    gen = parse_completion(await _read_json(request), registry.id)
+    it = await _start(request, gen)
+    cid, created = "cmpl-" + uuid.uuid4().hex[:24], int(time.time())
+
+    def chunk(text, finish):
+        return {"id": cid, "object": "text_completion", "created": created, "model": registry.id,
+                "choices": [{"text": _clean(text), "index": 0, "logprobs": None, "finish_reason": finish}]}
+
+    def usage(n):
+        return {"prompt_tokens": len(gen.prompt), "completion_tokens": n, "total_tokens": len(gen.prompt) + n}
+
+    if gen.stream:
+        async def events():
+            n = 0
+            try:
+                async for text, finish in _run(slots, it):
+                    n += len(text)
+                    yield _sse(chunk(text, finish))
+            except CharstreamError as e:   # a sampler plugin that breaks mid-stream
+                yield _sse(error_body(str(e).splitlines()[0], "server_error"))
+                return
+            if gen.include_usage:
+                yield _sse({**chunk("", None), "choices": [], "usage": usage(n)})
+            yield b"data: [DONE]\n\n"
+        return GenerationResponse(events(), slots, it, media_type="text/event-stream",
+                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    texts, finish = [], None
+    try:
+        async for text, finish in _run(slots, it):
+            texts.append(text)
+            if await request.is_disconnected():
+                break
+    except CharstreamError as e:
+        raise RequestError(str(e).splitlines()[0], None, "sampler_failed", status=500, type="server_error")
+    finally:
+        it.close()
+        slots.release()
+    text = "".join(texts)
+    return JSONResponse({**chunk(text, finish), "usage": usage(len(text))})
+
+
+async def generate(request):
+    slots = request.app.state.slots
+    gen = parse_generate({k: request.query_params.getlist(k) for k in request.query_params})
+    it = await _start(request, gen)
+
+    async def text():
+        yield _utf8(gen.prompt)
+        try:
+            async for piece, _ in _run(slots, it):
+                yield _utf8(piece)
+        except CharstreamError:   # a sampler plugin that breaks: the text so far stands
+            return
+    return GenerationResponse(text(), slots, it, media_type="text/plain; charset=utf-8",
+                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _sse(obj):
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+
+def _clean(text):
+    """Text that JSON and UTF-8 can carry: a lone surrogate (only in a vocabulary from an older model
+    file that learned surrogate-escaped bytes) becomes U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
+def _utf8(text):
+    """UTF-8 bytes of text, a lone surrogate written back as the byte it stands for (as `generate` does)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        out = []
+        for c in text:
+            try:
+                out.append(c.encode("utf-8", "surrogateescape"))
+            except UnicodeEncodeError:
+                out.append("\ufffd".encode("utf-8"))
+        return b"".join(out)

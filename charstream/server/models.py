@@ -1,0 +1,88 @@
+"""The model a server answers with: loaded from one file, reloaded when that file changes."""
+import math
+import os
+import sys
+import threading
+
+from ..errors import ModelFileError
+from ..store import load
+
+
+_NONE = object()   # no bad version of the file seen since the last good one
+
+
+def _signature(path):
+    """What tells one version of a file from the next (a rename over it changes the inode), or None if it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _log(message):
+    try:
+        print(f"charstream serve: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+class ModelRegistry:
+    """The last good model read from `path`; `current()` reloads it first when the file has changed.
+
+    A file that cannot be loaded (corrupt, foreign, gone) leaves the last good model in service and
+    logs one line per version of the file. Loaded models are never changed, only replaced, so a
+    generation that holds one keeps reading the same arrays while the next request gets the new one.
+    """
+
+    def __init__(self, path, log=_log):
+        self.path = os.fspath(path)
+        self.id = os.path.splitext(os.path.basename(self.path))[0] or "charstream"
+        self._log = log
+        self._lock = threading.Lock()
+        sig = _signature(self.path)
+        self.model = load(self.path)   # ModelFileError: the caller says so and exits
+        self._good, self._bad = sig, _NONE
+        self.created = int(sig[3] // 10**9) if sig else 0
+        self.reloads = 0
+
+    def current(self):
+        """The model to use now (a stat per call; a load only when the file changed)."""
+        sig = _signature(self.path)
+        if sig == self._good or sig == self._bad:
+            return self.model
+        with self._lock:    # one thread loads; the others wait and take its result
+            if sig == self._good or sig == self._bad:
+                return self.model
+            try:
+                model = load(self.path)
+            except ModelFileError as e:
+                self._bad = sig
+                self._log(f"{str(e).splitlines()[0]}; still serving the last good model")
+                return self.model
+            self.model, self._good, self._bad = model, sig, _NONE
+            self.created = int(sig[3] // 10**9) if sig else self.created
+            self.reloads += 1
+            self._log(f"reloaded {self.path} ({model.state.chars_trained:,} characters trained)")
+            return model
+
+    def facts(self, model=None):
+        """What the page and `GET /info` show about a model (the current one by default)."""
+        m = self.current() if model is None else model
+        st = m.state
+        recent = None if math.isnan(st.smooth_loss) else st.smooth_loss / st.seq_length
+        return {
+            "id": self.id,
+            "path": os.path.abspath(self.path),
+            "cell": "rnn-tanh",
+            "vocab_size": m.vocab_size,
+            "hidden_size": m.hidden_size,
+            "parameters": int(sum(v.size for v in m.params.values())),
+            "seq_length": st.seq_length,
+            "chunks_trained": st.chunks,
+            "chars_trained": st.chars_trained,
+            "recent_nats_per_char": recent,
+            "recent_bits_per_char": None if recent is None else recent / math.log(2),
+            "created": self.created,
+            "reloads": self.reloads,
+        }
