@@ -262,7 +262,7 @@ def test_unknown_paths_get_404_and_wrong_methods_405(client):
 
 
 def test_info_and_health(client, model_path):
-    from charstream.store import load
+    from charstream import load
     m = load(model_path)
     facts = client.get("/info").json()
     assert facts["vocab_size"] == m.vocab_size and facts["hidden_size"] == m.hidden_size == 32

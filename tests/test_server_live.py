@@ -17,7 +17,7 @@ from charstream.cli import main  # noqa: E402
 from charstream.server.app import create_app  # noqa: E402
 from charstream.server.models import ModelRegistry  # noqa: E402
 from charstream.server.run import bind  # noqa: E402
-from charstream.store import load  # noqa: E402
+from charstream import load  # noqa: E402
 from serving import TIMEOUT, dechunk, open_stream, read_to_end, running, train_small, wait_until  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")

@@ -5,7 +5,7 @@ import sys
 import threading
 
 from ..errors import ModelFileError
-from ..store import load
+from ..model import Model
 
 
 _NONE = object()   # no bad version of the file seen since the last good one
@@ -41,7 +41,7 @@ class ModelRegistry:
         self._log = log
         self._lock = threading.Lock()
         sig = _signature(self.path)
-        self.model = load(self.path)   # ModelFileError: the caller says so and exits
+        self.model = Model.load(self.path)   # ModelFileError: the caller says so and exits
         self._good, self._bad = sig, _NONE
         self.created = int(sig[3] // 10**9) if sig else 0
         self.reloads = 0
@@ -55,7 +55,7 @@ class ModelRegistry:
             if sig == self._good or sig == self._bad:
                 return self.model
             try:
-                model = load(self.path)
+                model = Model.load(self.path)
             except ModelFileError as e:
                 self._bad = sig
                 self._log(f"{str(e).splitlines()[0]}; still serving the last good model")
