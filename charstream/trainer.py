@@ -125,8 +125,10 @@ class Trainer:
         """A sample of `length` characters from the live model, drawn from a copy of its hidden state
         (zeros with `fresh_state`) with its own random generator: it does not disturb training (call
         it between records)."""
-        from .progress import sample_text
-        return sample_text(self.model, length, seed, temperature, random_seed, fresh_state)
+        if self.model.vocab_size == 0:
+            return ""
+        chars = self.model.generate(seed, temperature, random_seed, fresh_state=fresh_state)
+        return "".join(itertools.islice(chars, length))
 
 
 class _Dropper:
