@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ..errors import CharstreamError
-from .generation import Slots, pieces
+from .generation import Lease, Slots, pieces
 from .models import ModelRegistry
 from .openai_schema import MAX_TOKENS, RequestError, error_body, parse_completion, parse_generate
 
@@ -116,25 +116,30 @@ async def _start(request, gen):
     if not slots.try_acquire():
         raise RequestError(f"the server is busy: {slots.limit} generations are running; try again",
                            None, "server_busy", status=503, type="server_error")
+    lease = Lease(slots)
     try:
         model = await run_in_threadpool(request.app.state.registry.current)
         blocks = await run_in_threadpool(
             model.generate_blocks, gen.prompt, gen.temperature, gen.random_seed, first_block=FIRST_BLOCK,
             max_block=MAX_BLOCK, sampler=gen.sampler, top_k=gen.top_k, top_p=gen.top_p)
     except (ValueError, CharstreamError) as e:
-        slots.release()
+        lease.release()
         raise RequestError(str(e).splitlines()[0], None, "invalid_value") from None
     except BaseException:
-        slots.release()
+        lease.release()
         raise
-    return pieces(blocks, gen.length, gen.stop)
+    return lease, pieces(blocks, gen.length, gen.stop)
 
 
-async def _run(slots, it):
+async def _run(lease, it):
     """The pieces of a started generation, each drawn in the thread pool (a thread runs `it` only
-    while this awaits it: cancelled, the await still waits for the thread); ends early at shutdown."""
+    while this awaits it: cancelled, the await still waits for the thread); ends early at shutdown.
+    The slot is given back as soon as the last piece is drawn."""
+    slots = lease.slots
     while not slots.stopping.is_set():
         piece = await run_in_threadpool(next, it, None)
+        if piece is None or piece[1] is not None:
+            lease.release()
         if piece is None:
             return
         slots.produced += len(piece[0])
@@ -148,9 +153,9 @@ class GenerationResponse(StreamingResponse):
     gone (starlette then stops iterating), or server stopping. At shutdown a generation ends at its
     next piece; one stuck behind a client that stopped reading is dropped after STUCK seconds."""
 
-    def __init__(self, content, slots, pieces, **kwargs):
+    def __init__(self, content, lease, pieces, **kwargs):
         super().__init__(content, **kwargs)
-        self.slots, self.pieces = slots, pieces
+        self.lease, self.slots, self.pieces = lease, lease.slots, pieces
 
     async def __call__(self, scope, receive, send):
         try:
@@ -163,7 +168,7 @@ class GenerationResponse(StreamingResponse):
                 await self.body_iterator.aclose()
             finally:
                 self.pieces.close()
-                self.slots.release()
+                self.lease.release()
 
     async def _drop_when_stuck(self, scope):
         while not self.slots.stopping.is_set():
@@ -173,9 +178,9 @@ class GenerationResponse(StreamingResponse):
 
 
 async def completions(request):
-    registry, slots = request.app.state.registry, request.app.state.slots
+    registry = request.app.state.registry
     gen = parse_completion(await _read_json(request), registry.id)
-    it = await _start(request, gen)
+    lease, it = await _start(request, gen)
     cid, created = "cmpl-" + uuid.uuid4().hex[:24], int(time.time())
 
     def chunk(text, finish):
@@ -189,7 +194,7 @@ async def completions(request):
         async def events():
             n = 0
             try:
-                async for text, finish in _run(slots, it):
+                async for text, finish in _run(lease, it):
                     n += len(text)
                     yield _sse(chunk(text, finish))
             except CharstreamError as e:   # a sampler plugin that breaks mid-stream
@@ -198,12 +203,12 @@ async def completions(request):
             if gen.include_usage:
                 yield _sse({**chunk("", None), "choices": [], "usage": usage(n)})
             yield b"data: [DONE]\n\n"
-        return GenerationResponse(events(), slots, it, media_type="text/event-stream",
+        return GenerationResponse(events(), lease, it, media_type="text/event-stream",
                                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     texts, finish = [], None
     try:
-        async for text, finish in _run(slots, it):
+        async for text, finish in _run(lease, it):
             texts.append(text)
             if await request.is_disconnected():
                 break
@@ -211,24 +216,23 @@ async def completions(request):
         raise RequestError(str(e).splitlines()[0], None, "sampler_failed", status=500, type="server_error")
     finally:
         it.close()
-        slots.release()
+        lease.release()
     text = "".join(texts)
     return JSONResponse({**chunk(text, finish), "usage": usage(len(text))})
 
 
 async def generate(request):
-    slots = request.app.state.slots
     gen = parse_generate({k: request.query_params.getlist(k) for k in request.query_params})
-    it = await _start(request, gen)
+    lease, it = await _start(request, gen)
 
     async def text():
         yield _utf8(gen.prompt)
         try:
-            async for piece, _ in _run(slots, it):
+            async for piece, _ in _run(lease, it):
                 yield _utf8(piece)
         except CharstreamError:   # a sampler plugin that breaks: the text so far stands
             return
-    return GenerationResponse(text(), slots, it, media_type="text/plain; charset=utf-8",
+    return GenerationResponse(text(), lease, it, media_type="text/plain; charset=utf-8",
                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

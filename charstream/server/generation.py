@@ -48,3 +48,16 @@ class Slots:
 
     def release(self):
         self.active -= 1
+
+
+class Lease:
+    """One generation's hold on a slot, given back once (when the generation ends, before its last
+    bytes are sent, so that a client's next request finds the slot free), however often asked."""
+
+    def __init__(self, slots):
+        self.slots, self.held = slots, True
+
+    def release(self):
+        if self.held:
+            self.held = False
+            self.slots.release()
