@@ -14,6 +14,7 @@ import os
 import time
 import warnings
 
+from . import cells
 from .errors import CharstreamError, CharstreamWarning
 from .lock import WriterLock
 from .model import Model
@@ -61,13 +62,18 @@ def open_model(path, hidden_size=None, random_seed=None, max_vocab=None, vocab=N
     if fixed_vocab and not vocab:
         raise OptionError("a new model with a fixed vocabulary needs its characters: give --vocab CHARS",
                           "fixed_vocab")
+    for option, check in (("cell", lambda: cells.check(cell or "rnn", 1)),
+                          ("layers", lambda: cells.check("rnn", layers or 1))):
+        try:
+            check()
+        except ValueError as e:
+            raise OptionError(str(e), option) from None
     try:
         return Model(dict.fromkeys(vocab or ""), hidden_size, seed=random_seed,
                      max_vocab=max_vocab or DEFAULT_MAX_VOCAB, fixed_vocab=bool(fixed_vocab),
                      cell=cell or "rnn", layers=layers or 1)
-    except ValueError as e:
-        raise OptionError(str(e), "cell" if "cell" in str(e) else "layers" if "layers" in str(e) else "vocab") \
-            from None
+    except ValueError as e:   # what is left to refuse is the initial vocabulary
+        raise OptionError(str(e), "vocab") from None
     except MemoryError:
         raise CharstreamError(f"not enough memory for a model of hidden size {hidden_size}") from None
 
