@@ -3,7 +3,7 @@
     python setup.py build_ext -b /tmp/A -t /tmp/A.o    # the build to compare against
     (change ext/, setup.py or the flags)
     python setup.py build_ext -b /tmp/B -t /tmp/B.o
-    python benchmarks/ab.py /tmp/A /tmp/B [--hidden-size 100] [--rounds 7]
+    python benchmarks/ab.py /tmp/A /tmp/B [--hidden-size 100] [--rounds 7] [--cell rnn|gru|lstm]
 
 (`-t`, a build-temp directory of its own per build: setuptools links an object file that is newer
 than the source again without compiling it, so a change of flags alone would not show.)
@@ -14,6 +14,7 @@ paths did). `DIR` loads the fastest path this CPU runs, `DIR:avx2` a given one. 
 loaded side by side under different names and drive the same parameters, so a noisy machine moves
 both alike: an A/A run reads 1.00 within 1%. `train` is `Kernel.train_chunk` over consecutive chunks
 (T=25) of tiny-shakespeare or the shipped corpus; `sample` is `Kernel.sample` in blocks of 4096.
+`--cell gru|lstm` times `CellKernel` (one layer, the cell's optimizer) instead.
 """
 import argparse
 import importlib.machinery
@@ -54,10 +55,19 @@ def load_build(arg, name):
     return mod
 
 
-def train_rate(mod, params, idx, H, T=25):
-    p = {k: v.copy() for k, v in params.items()}
-    mem = {k: np.zeros_like(v) for k, v in p.items()}
-    kernel, h = mod.Kernel(p, mem, T), np.zeros(H)
+def make_kernel(mod, model, params, train, T=25):
+    """The build's kernel for `model`'s cell over `params`, with fresh optimizer memories if `train`."""
+    mem = {k: np.zeros_like(v) for k, v in params.items()} if train else None
+    if model.cell == "rnn":
+        return mod.Kernel(params, mem, T)
+    moments = {k: np.zeros_like(v) for k, v in params.items()} if train else None
+    steps = np.zeros(1, np.int64) if train else None
+    return mod.CellKernel(params, mem, T, cell=model.cell, moments=moments, steps=steps)
+
+
+def train_rate(mod, model, idx, T=25):
+    p = {k: v.copy() for k, v in model.params.items()}
+    kernel, h = make_kernel(mod, model, p, True, T), model.start_state(fresh_state=True)
     chunks = (len(idx) - 1) // T
     t = time.perf_counter()
     for c in range(chunks):
@@ -65,8 +75,8 @@ def train_rate(mod, params, idx, H, T=25):
     return chunks * T / (time.perf_counter() - t)
 
 
-def sample_rate(mod, params, H, n=200_000, block=4096):
-    kernel, h = mod.Kernel(params, None, 25), np.zeros(H)
+def sample_rate(mod, model, n=200_000, block=4096):
+    kernel, h = make_kernel(mod, model, model.params, False), model.start_state(fresh_state=True)
     u, out = np.random.default_rng(0).random(n), np.empty(n, np.int32)
     t = time.perf_counter()
     for s in range(0, n, block):
@@ -82,15 +92,18 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--chars", type=int, default=100_000)
     ap.add_argument("--corpus", default=None, help="text file (default: the shipped corpus)")
+    ap.add_argument("--cell", default="rnn", choices=("rnn", "gru", "lstm"))
     args = ap.parse_args(argv)
     mods = (load_build(args.a, "build_a"), load_build(args.b, "build_b"))
     text = corpus_text(args.corpus)
     H = args.hidden_size
-    model = charstream.Model(sorted(set(text)), hidden_size=H, seed=0)
+    model = charstream.Model(sorted(set(text)), hidden_size=H, seed=0, cell=args.cell)
     idx = model.encode(repeat_to(text, args.chars + 1)[:args.chars + 1]).astype(np.int32)
-    print(f"B = {args.b} vs A = {args.a}: H={H}, V={model.vocab_size}, T=25, median of {args.rounds} rounds")
-    for name, f in (("train", lambda m: train_rate(m, model.params, idx, H)),
-                    ("sample", lambda m: sample_rate(m, model.params, H))):
+    print(f"B = {args.b} vs A = {args.a}: {args.cell}, H={H}, V={model.vocab_size}, T=25, "
+          f"median of {args.rounds} rounds")
+    n = max(int(200_000 * min(1.0, (100 / H) ** 2 * (1 if args.cell == "rnn" else 0.3))), 5000)
+    for name, f in (("train", lambda m: train_rate(m, model, idx)),
+                    ("sample", lambda m: sample_rate(m, model, n))):
         ra, rb = [], []
         for _ in range(args.rounds):
             ra.append(f(mods[0]))

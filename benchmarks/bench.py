@@ -1,6 +1,7 @@
 """Benchmark: charstream against min-char-rnn's numpy, the best numpy and PyTorch, in one run.
 
     python benchmarks/bench.py [--corpus PATH] [--hidden-sizes 100,256,512] [--rounds 3]
+                               [--cell-sizes 128,256,512] [--torch-dtype float64]
                                [--no-cli] [--memory-mb 50]
 
 Figures are chars/s, medians of the rounds. Ratios are taken within each round against peers measured
@@ -296,14 +297,16 @@ def generate_cell(text, cell, H, n):
     return timed(lambda: [None for _ in itertools.islice(g, n)], n)
 
 
-def torch_cell(text, cell, H, n, task, T=25):
-    """nn.GRU / nn.LSTM, batch 1, float64, one thread: Adam over chunks of T, or one step per sample."""
+def torch_cell(text, cell, H, n, task, T=25, dtype="float64"):
+    """nn.GRU / nn.LSTM, batch 1, one thread (float64 like charstream unless dtype says otherwise):
+    Adam over chunks of T, or one step per sample."""
     import torch
+    dtype = getattr(torch, dtype)
     V = len(set(text))
     idx = torch.tensor(charstream.Model(sorted(set(text)), hidden_size=8).encode(text[:n + 1]), dtype=torch.int64)
-    rnn = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(V, H, dtype=torch.float64)
-    head = torch.nn.Linear(H, V, dtype=torch.float64)
-    eye = torch.eye(V, dtype=torch.float64)
+    rnn = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(V, H, dtype=dtype)
+    head = torch.nn.Linear(H, V, dtype=dtype)
+    eye = torch.eye(V, dtype=dtype)
     if task == "train":
         opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), lr=0.002)
 
@@ -327,9 +330,10 @@ def torch_cell(text, cell, H, n, task, T=25):
     return timed(sample, n)
 
 
-def bench_cells(text, sizes, rounds, use_torch, gflops):
+def bench_cells(text, sizes, rounds, use_torch, gflops, torch_dtype="float64"):
     V = len(set(text))
-    print(f"\ngated cells (one layer, T=25, V={V}, median of {rounds} rounds): chars/s, x torch, % of FLOP floor")
+    print(f"\ngated cells (one layer, T=25, V={V}, median of {rounds} rounds): chars/s, x torch ({torch_dtype}), "
+          f"% of FLOP floor")
     for cell in ("gru", "lstm"):
         for H in sizes:
             for task in ("train", "generate"):
@@ -339,7 +343,7 @@ def bench_cells(text, sizes, rounds, use_torch, gflops):
                 for _ in range(rounds):
                     ours.append((train_cell if task == "train" else generate_cell)(body, cell, H, n))
                     if use_torch:
-                        theirs.append(torch_cell(body, cell, H, max(n // 10, 1000), task))
+                        theirs.append(torch_cell(body, cell, H, max(n // 10, 1000), task, dtype=torch_dtype))
                 floor = gflops * 1e9 / cell_flops(cell, H, V, task)
                 c = statistics.median(ours)
                 ratio = (f"{statistics.median(x / y for x, y in zip(ours, theirs)):6.1f}x torch "
@@ -350,7 +354,8 @@ def bench_cells(text, sizes, rounds, use_torch, gflops):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=None, help="text file (default: the shipped corpus)")
-    ap.add_argument("--hidden-sizes", default="100,256,512", help="comma-separated H values")
+    ap.add_argument("--hidden-sizes", default="100,256,512",
+                    help="comma-separated H values of the rnn rows ('' skips them)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--chars", type=int, default=100_000, help="characters charstream trains per round at H=100")
     ap.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if it is installed")
@@ -358,6 +363,8 @@ def main(argv=None):
     ap.add_argument("--cli-chars", type=int, default=1_000_000, help="characters for the CLI rows")
     ap.add_argument("--memory-mb", type=int, default=0, help="also measure RSS over a stream this big")
     ap.add_argument("--cell-sizes", default="128,256,512", help="H values of the gru and lstm rows ('' skips them)")
+    ap.add_argument("--torch-dtype", default="float64", choices=("float64", "float32"),
+                    help="PyTorch's precision in the cell rows (charstream is float64 throughout)")
     args = ap.parse_args(argv)
     text = corpus_text(args.corpus)
     use_torch = not args.no_torch and peers.torch_available()
@@ -365,11 +372,13 @@ def main(argv=None):
         import torch
         torch.set_num_threads(1)
     gflops = dgemm_gflops()
-    results = {H: bench_size(text, H, args.rounds, args.chars, use_torch)
-               for H in (int(h) for h in args.hidden_sizes.split(","))}
-    print_table(results, len(set(text)), gflops, args.rounds)
+    if args.hidden_sizes:
+        results = {H: bench_size(text, H, args.rounds, args.chars, use_torch)
+                   for H in (int(h) for h in args.hidden_sizes.split(","))}
+        print_table(results, len(set(text)), gflops, args.rounds)
     if args.cell_sizes:
-        bench_cells(text, [int(h) for h in args.cell_sizes.split(",")], args.rounds, use_torch, gflops)
+        bench_cells(text, [int(h) for h in args.cell_sizes.split(",")], args.rounds, use_torch, gflops,
+                    args.torch_dtype)
     if not use_torch:
         print("(PyTorch not installed: its columns are left out)")
     if not args.no_cli:

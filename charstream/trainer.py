@@ -33,6 +33,9 @@ class Trainer:
     `reset_every=N` zeroes the hidden state after each chunk that crosses a multiple of N trained
     characters (saved in the model; 0 turns it off, the default, min-char-rnn's way). It costs about
     0.02 nats/char from the trained state and makes zero-state starts as good (docs/quality.md).
+
+    `lr_scale` (1 by default) multiplies the learning rate of every step from the next chunk on; it is
+    not saved. `charstream.schedule.Anneal` sets it to anneal over a budget, as `train --anneal` does.
     """
 
     def __init__(self, model, seq_length=None, learning_rate=None, reset_every=None):
@@ -47,6 +50,7 @@ class Trainer:
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"learning_rate must be a positive number, got {lr!r}")
         self.model = model
+        self.lr_scale = 1.0   # multiplies the learning rate of each step (charstream.schedule anneals it)
         if int(T) != st.seq_length and not math.isnan(st.smooth_loss):
             st.smooth_loss *= int(T) / st.seq_length   # it is per chunk: keep its nats/char
         st.seq_length, st.learning_rate, st.reset_every = int(T), float(lr), int(R)
@@ -94,7 +98,7 @@ class Trainer:
                         kernel = None
                     if kernel is None:
                         kernel = model.kernel(T, train=True)
-                    loss = kernel.train_chunk(idx, s, st.hprev, st.learning_rate)
+                    loss = kernel.train_chunk(idx, s, st.hprev, st.learning_rate * self.lr_scale)
                     if not math.isfinite(loss):
                         raise NonFiniteError(f"the loss became {loss} at chunk {st.chunks + 1}: "
                                              f"training stopped, the model was not updated")

@@ -7,6 +7,7 @@ import click
 from ..errors import CharstreamError, SourceFailed
 from ..checkpoint import Checkpoint, OptionError, SaveFailed, open_model, writer_lock
 from ..progress import Progress
+from ..schedule import Anneal
 from ..sources import Listener, chain_sources, check_source, limit_chars, with_idle
 from ..trainer import Trainer
 from ..cells import CELLS, DEFAULTS
@@ -32,6 +33,10 @@ from .interrupts import Interrupts, Terminated, exit_code
               help="The optimizer's learning rate (default: the model's; for a new one 0.1 with the rnn's "
                    "Adagrad, " + ", ".join(f"{DEFAULTS[c].learning_rate:g} for {c}" for c in CELLS[1:])
                    + " with Adam).")
+@click.option("--anneal", type=FiniteFloat(min=0, max=1), default=None, metavar="FRACTION",
+              help="Over the last FRACTION of a --max-seconds or --max-chars budget, lower the learning "
+                   "rate linearly to 1/20 of it (default " + ", ".join(f"{DEFAULTS[c].anneal:g} for {c}" for c in CELLS)
+                   + "; 0: never). Not saved: each run anneals over its own budget.")
 @click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Seed of a new model's weights.")
 @click.option("--reset-every", type=click.IntRange(min=0), default=None, metavar="N",
               help="Zero the hidden state every N characters trained (default 0: never, or the model's); "
@@ -61,7 +66,8 @@ from .interrupts import Interrupts, Terminated, exit_code
               help="Stop after reading this many characters, and save.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
               help="Append one line per progress report to this file (CSV if it ends in .csv, else JSON lines).")
-def train(sources, model_path, cell, layers, hidden_size, seq_length, learning_rate, random_seed, reset_every, listen,
+def train(sources, model_path, cell, layers, hidden_size, seq_length, learning_rate, anneal, random_seed, reset_every,
+          listen,
           max_vocab,
           initial_vocab, fixed_vocab, checkpoint_every, report_every, sample_every, passes, max_seconds,
           max_chars, log_path):
@@ -108,8 +114,10 @@ def train(sources, model_path, cell, layers, hidden_size, seq_length, learning_r
                     trainer = Trainer(model, seq_length, learning_rate, reset_every)
                 except ValueError as e:
                     raise fail(e)
+                fraction = DEFAULTS[model.cell].anneal if anneal is None else anneal
+                schedule = Anneal(fraction, seconds=max_seconds, chars=max_chars)
                 _train(model, path, trainer, sources, listener, interrupts, checkpoint_every, report_every,
-                       sample_every, max_seconds, max_chars, log_path)
+                       sample_every, max_seconds, max_chars, log_path, schedule)
         except SaveFailed as e:   # the last save; the file keeps what it held
             raise fail(e)
         except (KeyboardInterrupt, Terminated) as e:   # before any training: nothing to save
@@ -136,15 +144,16 @@ def _open_model(path, hidden_size, random_seed, max_vocab, initial_vocab, fixed_
 
 
 def _train(model, path, trainer, sources, listener, interrupts, checkpoint_every, report_every, sample_every,
-           max_seconds, max_chars, log_path):
+           max_seconds, max_chars, log_path, schedule):
     """Train until the stream ends, a budget runs out or a signal comes; signals wait while the
-    model is mid-update."""
-    seen0, chunks0 = model.state.chars_seen, model.state.chunks
+    model is mid-update. `schedule` anneals the learning rate over the budget."""
+    seen0, chunks0, trained0 = model.state.chars_seen, model.state.chunks, model.state.chars_trained
     log = _open_log(log_path)   # closed below; a failing run exits the process
     progress = Progress(model, every=report_every, sample_every=sample_every, log=log,
                         log_format="csv" if log_path and log_path.lower().endswith(".csv") else "jsonl")
     checkpoint = Checkpoint(model, path, checkpoint_every, guard=interrupts.deferred)
     deadline = Deadline(max_seconds)
+    start = time.monotonic()
 
     def on_idle():   # no text for a while: the time budget and checkpoints still run
         deadline.check()
@@ -161,6 +170,7 @@ def _train(model, path, trainer, sources, listener, interrupts, checkpoint_every
         try:
             for record in records:
                 now = time.monotonic()
+                schedule.update(trainer, now - start, record.chars - trained0)
                 progress.update(record, now)
                 checkpoint.maybe(now)
                 deadline.check(now)
