@@ -21,8 +21,8 @@ import subprocess
 import sys
 import tempfile
 
-DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "corpora",
-                              "tinyshakespeare.txt")
+from quality import DEFAULT_CORPUS, read_split
+
 CLI = [sys.executable, "-m", "charstream"]
 
 
@@ -52,17 +52,13 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("extra", nargs="*", help="more options for charstream train (after --)")
     args = ap.parse_args(argv)
-    if not os.path.isfile(args.corpus):
-        ap.error(f"{args.corpus}: no such file; give --corpus PATH")
-    with open(args.corpus, encoding="utf-8") as f:
-        text = f.read()
-    cut = int(len(text) * 0.9)
+    train_text, held = read_split(ap, args.corpus)
     budgets = [int(s) for s in args.seconds.split(",")]
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    print(f"held-out: the last {len(text) - cut:,} characters of {os.path.basename(args.corpus)}; "
+    print(f"held-out: the last {len(held):,} characters of {os.path.basename(args.corpus)}; "
           f"--cell {args.cell} {' '.join(args.extra)}; {args.jobs} at a time", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, part in (("train.txt", text[:cut]), ("held.txt", text[cut:])):
+        for name, part in (("train.txt", train_text), ("held.txt", held)):
             with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
                 f.write(part)
         jobs = [(s, seed) for s in budgets for seed in seeds]

@@ -21,6 +21,16 @@ DEFAULT_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", 
                               "tinyshakespeare.txt")
 
 
+def read_split(ap, path):
+    """The corpus at `path` as (first 90%, last 10%), or the parser's usage error if there is none."""
+    if not os.path.isfile(path):
+        ap.error(f"{path}: no such file; give --corpus PATH")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    cut = int(len(text) * 0.9)
+    return text[:cut], text[cut:]
+
+
 def train(text, hidden, passes, lr, seed):
     model = charstream.Model("", hidden, seed=seed)
     trainer = charstream.Trainer(model, learning_rate=lr)
@@ -38,12 +48,7 @@ def main(argv=None):
     ap.add_argument("--configs", default="100:1:0.1,100:10:0.05", help="comma-separated H:passes:learning-rate")
     ap.add_argument("--seeds", type=int, default=8)
     args = ap.parse_args(argv)
-    if not os.path.isfile(args.corpus):
-        ap.error(f"{args.corpus}: no such file; give --corpus PATH")
-    with open(args.corpus, encoding="utf-8") as f:
-        text = f.read()
-    cut = int(len(text) * 0.9)
-    train_text, held = text[:cut], text[cut:]
+    train_text, held = read_split(ap, args.corpus)
     print(f"held-out: the last {len(held):,} characters of {os.path.basename(args.corpus)}; nats/char")
     for cfg in args.configs.split(","):
         hidden, passes, lr = cfg.split(":")

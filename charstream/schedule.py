@@ -1,5 +1,4 @@
 """Learning-rate annealing over a known budget: the base rate, then a linear fall over its last part."""
-import math
 
 FINAL = 0.05   # the scale at the end of the budget (0.01 and 0.1 measured no better for the lstm: docs/cells.md)
 
@@ -43,7 +42,7 @@ class Anneal:
             p = max(p, seconds / self.seconds)
         if self.chars is not None and self.chars > 0:
             p = max(p, chars / self.chars)
-        return min(p, 1.0) if math.isfinite(p) else 1.0
+        return min(p, 1.0)
 
     def update(self, trainer, seconds, chars):
         if self.active:
