@@ -171,12 +171,14 @@ class Model:
         return np.zeros_like(self.state.hprev) if fresh_state else self.state.hprev.copy()
 
     def generate_blocks(self, seed="", temperature=1.0, random_seed=None, first_block=32, max_block=4096,
-                        sampler=None, top_k=None, top_p=None, fresh_state=False):
-        """Like `generate`, but yields the continuation as strings of growing length (cheaper to print)."""
+                        sampler=None, top_k=None, top_p=None, fresh_state=False, length=None):
+        """Like `generate`, but yields the continuation as strings of growing length (cheaper to print):
+        first_block, then twice as many ... up to max_block characters."""
         if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
                 or not math.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         top_k, top_p = samplers.check_top_k(top_k), samplers.check_top_p(top_p)
+        length = samplers.check_length(length)
         name, pick = samplers.resolve(sampler)
         pick, top_k, top_p = samplers.with_cuts(pick, top_k, top_p)
         if self.vocab_size == 0:
@@ -188,24 +190,28 @@ class Model:
         path = samplers.compiled_path(pick, top_k, top_p)
         if path is not None:
             greedy, k = path
-            return _sample_blocks(self.vocabulary, kernel, h, float(temperature), rng, first_block, max_block,
+            return _sample_blocks(self.vocabulary, kernel, h, float(temperature), rng,
+                                  samplers.block_sizes(first_block, max_block, length), max_block,
                                   greedy=greedy, top_k=k)
+        max_block = min(max_block, 256)
         return samplers.pick_blocks(self.vocabulary, kernel, h, float(temperature), name, pick, top_k, top_p,
-                                    rng, first_block, min(max_block, 256))
+                                    rng, samplers.block_sizes(first_block, max_block, length), max_block)
 
     def generate(self, seed="", temperature=1.0, random_seed=None, sampler=None, top_k=None, top_p=None,
-                 fresh_state=False):
-        """An endless iterator of one-character strings: `seed` primes the hidden state training
-        left (a zero state with `fresh_state=True`), then each step picks the next character from
-        `softmax(y / temperature)` and yields it. The same `random_seed` gives the same text; the
-        training state is not touched.
+                 fresh_state=False, length=None):
+        """An iterator of one-character strings, endless unless `length` says how many: `seed` primes
+        the hidden state training left (a zero state with `fresh_state=True`), then each step picks
+        the next character from `softmax(y / temperature)` and yields it. The same `random_seed` gives
+        the same text, whatever the length (`length=n` is the first n characters of the endless
+        iterator, and samples no more than those, where `islice` may have sampled up to 4,095
+        ahead); the training state is not touched.
 
         `sampler` is a name (`"temperature"`, the default, `"greedy"`, `"top-k"`, `"top-p"` or a
         plugin's) or a callable `(probs, rng) -> int`; `top_k` / `top_p` cut probs to the k most
         probable characters / to the nucleus of mass p before it picks (see `charstream.samplers`).
         """
         blocks = self.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p,
-                                      fresh_state=fresh_state)
+                                      fresh_state=fresh_state, length=length)
         return itertools.chain.from_iterable(blocks)   # C-level: about 2% faster than a generator expression
 
     def evaluate(self, text, fresh_state=False, adapt=False):
@@ -284,13 +290,13 @@ class Model:
         return model
 
 
-def _sample_blocks(vocab, kernel, h, temperature, rng, n, max_block, greedy=False, top_k=0):
-    """Endless strings of n, 2n, 4n ... up to max_block sampled characters, h carried between them."""
+def _sample_blocks(vocab, kernel, h, temperature, rng, sizes, max_block, greedy=False, top_k=0):
+    """Strings of the lengths `sizes` gives (`samplers.block_sizes`, none over max_block) of sampled
+    characters, h carried between them."""
     out = np.empty(max_block, dtype=np.int32)
     u = np.zeros(max_block)
-    while True:
+    for n in sizes:
         if not greedy:       # greedy draws nothing, as samplers.greedy takes nothing from rng
             rng.random(out=u[:n])
         kernel.sample(h, u[:n], out[:n], temperature, greedy, top_k)
         yield vocab.decode(out[:n])
-        n = min(2 * n, max_block)

@@ -149,14 +149,35 @@ def resolve(sampler):
     return getattr(sampler, "__name__", repr(sampler)), sampler
 
 
-def pick_blocks(vocab, kernel, h, temp, name, pick, top_k, top_p, rng, n, max_block):
-    """Endless strings of n, 2n ... up to max_block characters, each picked by `pick` from
-    softmax(y / temp) cut to top_k, then top_p; h is stepped through each pick."""
+def block_sizes(n, max_block, length=None):
+    """The lengths of the blocks a generation samples: n, 2n, 4n ... up to max_block, endless, or,
+    given `length`, only as many characters as that in all (the last block cut to what is left)."""
+    left = length
+    while left is None or left > 0:
+        size = n if left is None else min(n, left)
+        yield size
+        if left is not None:
+            left -= size
+        n = min(2 * n, max_block)
+
+
+def check_length(length):
+    if length is None:
+        return None
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
+        raise ValueError(f"length must be a non-negative integer or None, got {length!r}")
+    return int(length)
+
+
+def pick_blocks(vocab, kernel, h, temp, name, pick, top_k, top_p, rng, sizes, max_block):
+    """Strings of the lengths `sizes` gives (`block_sizes`; none longer than max_block), each
+    character picked by `pick` from softmax(y / temp) cut to top_k, then top_p; h is stepped
+    through each pick."""
     V = len(vocab)
     p = np.empty(V)
     x = np.empty(1, dtype=np.int32)
     out = np.empty(max_block, dtype=np.int32)
-    while True:
+    for n in sizes:
         for i in range(n):
             kernel.probs(h, p, temp)
             if top_k is not None:
@@ -176,4 +197,3 @@ def pick_blocks(vocab, kernel, h, temp, name, pick, top_k, top_p, rng, n, max_bl
             out[i] = x[0] = k
             kernel.step(x, h)
         yield vocab.decode(out[:n])
-        n = min(2 * n, max_block)

@@ -17,6 +17,7 @@ cdef extern from "kernels.h" nogil:
     void cs_panel_matvec(const double* P, Py_ssize_t nb, Py_ssize_t n, const double* x, double* y, int rev)
     void cs_pack(const double* A, Py_ssize_t m, Py_ssize_t n, double* P, Py_ssize_t r0)
     void cs_pack_transposed(const double* A, Py_ssize_t n, double* P)
+    void cs_transpose(const double* A, Py_ssize_t m, Py_ssize_t n, double* B)
     void cs_tanh(double* h, Py_ssize_t n)
     double cs_exp_affine(double* y, Py_ssize_t n, double m, double s)
     Py_ssize_t cs_draw(const double* w, Py_ssize_t V, double u)
@@ -578,10 +579,7 @@ cdef class Kernel:
 
     cdef void _transpose_wxh(self) noexcept nogil:
         """WxhT[:] = Wxh.T: a column of Wxh is H cache lines apart, a row of WxhT one stretch."""
-        cdef Py_ssize_t i, k, H = self.H, V = self.V
-        for i in range(H):
-            for k in range(V):
-                self.WxhT[k, i] = self.Wxh[i, k]
+        cs_transpose(&self.Wxh[0, 0], self.H, self.V, &self.WxhT[0, 0])
 
     cdef _need_mem(self):
         if self.mWxh is None:

@@ -426,7 +426,7 @@ cdef class CellKernel:
 
     cdef void _prepare(self) noexcept nogil:
         """Pack the sampling panels and transpose the first layer's Wxh."""
-        cdef Py_ssize_t l, g, k, H = self.H, V = self.V, GH = self.GH
+        cdef Py_ssize_t l, H = self.H, V = self.V, GH = self.GH
         cdef double* P = _aligned(&self.ipan[0])
         cdef const double* W = self.Wx[0]
         if CS_PANELS:
@@ -435,9 +435,7 @@ cdef class CellKernel:
                 if l > 0:
                     cs_pack(self.Wx[l], GH, H, P + self.offx[l], 0)
             cs_pack(self.Why, V, H, P + self.offy, 0)
-        for g in range(GH):
-            for k in range(V):
-                self.wx0T[k, g] = W[g * V + k]
+        cs_transpose(W, GH, V, &self.wx0T[0, 0])
 
     cdef void _advance(self, int x, double* state) noexcept nogil:
         """Equivalent to the oracle's one step of every layer on input x, state updated in place."""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import charstream
+from charstream import samplers
 from helpers import assert_same_model
 
 
@@ -77,6 +78,60 @@ def test_generate_refuses_bad_values():
         m.generate(temperature=0)
     with pytest.raises(ValueError, match="empty vocabulary"):
         charstream.Model("").generate()
+
+
+class CountingKernel:
+    """A model's kernel that counts the characters it samples (compiled draws and Python picks)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.sampled, self.stepped = kernel, 0, 0
+
+    def sample(self, h, u, out, *args):
+        self.sampled += len(out)
+        return self.kernel.sample(h, u, out, *args)
+
+    def step(self, xs, h):
+        self.stepped += len(xs)
+        return self.kernel.step(xs, h)
+
+    def __getattr__(self, name):
+        return getattr(self.kernel, name)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("how", [{}, {"sampler": "greedy"}, {"top_k": 3}, {"top_p": 0.9}])
+def test_generate_length_is_the_prefix_and_samples_no_more(shakespeare, monkeypatch, cell, how):
+    m = charstream.Model(sorted(set(shakespeare[:2000])), hidden_size=8, seed=0, cell=cell)
+    list(charstream.Trainer(m).train([shakespeare[:2000]]))
+    endless = "".join(itertools.islice(m.generate("To", random_seed=3, **how), 700))
+    made = []
+    real = m.kernel
+    monkeypatch.setattr(m, "kernel", lambda *a, **k: made.append(CountingKernel(real(*a, **k))) or made[-1])
+    for n in (0, 1, 31, 32, 33, 96, 97, 700):
+        text = "".join(itertools.islice(m.generate("To", random_seed=3, length=n, **how), n + 100))
+        assert text == endless[:n]   # and it ends there (islice's bound: a length ignored fails, not hangs)
+        k = made[-1]
+        # compiled samplers draw exactly n; Python picks step each pick after the seed's 2 characters
+        assert k.sampled + k.stepped - 2 == n, (n, k.sampled, k.stepped)
+    blocks = list(itertools.islice(m.generate_blocks("To", random_seed=3, length=5000, first_block=32,
+                                                     max_block=1024, **how), 100))
+    assert "".join(blocks) == "".join(itertools.islice(m.generate("To", random_seed=3, **how), 5000))
+    assert max(map(len, blocks)) <= (1024 if not how.get("top_p") else 256) and len(blocks[0]) == 32
+
+
+def test_block_sizes():
+    assert list(itertools.islice(samplers.block_sizes(32, 100), 5)) == [32, 64, 100, 100, 100]
+    assert list(samplers.block_sizes(32, 4096, 0)) == []
+    assert list(samplers.block_sizes(32, 4096, 100)) == [32, 64, 4]
+    assert list(samplers.block_sizes(4, 8, 30)) == [4, 8, 8, 8, 2]
+    assert list(samplers.block_sizes(32, 4096, 96)) == [32, 64]
+
+
+@pytest.mark.parametrize("length", [-1, 1.5, True, "3"])
+def test_generate_refuses_a_bad_length(length):
+    m = charstream.Model("ab", hidden_size=4)
+    with pytest.raises(ValueError, match="length must be a non-negative integer"):
+        m.generate(length=length)
 
 
 def test_unknown_seed_characters_are_skipped_with_a_warning():

@@ -71,7 +71,7 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
     model = load_model(resolve_model_path(model_path))
     try:
         blocks = model.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p,
-                                       fresh_state=fresh_state)
+                                       fresh_state=fresh_state, length=length)
     except (ValueError, CharstreamError) as e:
         raise fail(e)
     if sys.stdout is None:   # `>&-`
@@ -80,15 +80,9 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
     try:
         out.write(seed.encode("utf-8", "surrogateescape"))
         out.flush()
-        left = length
-        for block in blocks:
-            if left is not None:
-                block = block[:left]
-                left -= len(block)
+        for block in blocks:   # exactly --length characters in all, if given
             out.write(_utf8(block))
             out.flush()
-            if left == 0:
-                break
         if length is not None and _isatty(sys.stdout):   # a pipe gets exactly seed + N characters
             out.write(b"\n")
             out.flush()

@@ -121,7 +121,7 @@ async def _start(request, gen):
         model = await run_in_threadpool(request.app.state.registry.current)
         blocks = await run_in_threadpool(
             model.generate_blocks, gen.prompt, gen.temperature, gen.random_seed, first_block=FIRST_BLOCK,
-            max_block=MAX_BLOCK, sampler=gen.sampler, top_k=gen.top_k, top_p=gen.top_p)
+            max_block=MAX_BLOCK, sampler=gen.sampler, top_k=gen.top_k, top_p=gen.top_p, length=gen.length)
     except (ValueError, CharstreamError) as e:
         lease.release()
         raise RequestError(str(e).splitlines()[0], None, "invalid_value") from None
