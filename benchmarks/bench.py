@@ -8,7 +8,9 @@ Figures are chars/s, medians of the rounds. Ratios are taken within each round a
 in the same process a moment apart, so a noisy machine moves both sides alike; they come first. BLAS
 and torch are held to one thread, like charstream. The FLOP floor is the chars/s that one core would
 reach doing only the products (6H^2 + 6VH FLOP per trained char, 2H^2 + 2VH per sampled one) at the
-dgemm rate numpy reaches on this machine with one thread.
+dgemm rate numpy reaches on this machine with one thread. The gated cells' generate rows also show
+`Whh@h alone`: the chars/s of numpy's one-thread matrix-vector product over Whh and nothing else,
+which bounds sampling once Whh no longer fits in L2 (every character reads all of it).
 
 The CLI rows time `cat corpus | charstream train -` and `charstream generate --length N > /dev/null`
 as subprocesses, startup included, against the API in this process. `--memory-mb` trains the CLI on a
@@ -328,6 +330,21 @@ def torch_cell(text, cell, H, n, task, T=25, dtype="float64"):
     return timed(sample, n)
 
 
+def gemv_ceiling(cell, H, reps=200):
+    """chars/s if sampling a character cost nothing but numpy's one-thread `Whh @ h` (G*H, H) in
+    float64, best of five: the bandwidth ceiling once Whh outgrows the caches (every sampled character
+    reads all of it)."""
+    G = charstream.cells.GATES[cell]
+    rng = np.random.default_rng(0)
+    W, h, y = rng.standard_normal((G * H, H)), rng.standard_normal(H), np.empty(G * H)
+
+    def run():
+        for _ in range(reps):
+            np.dot(W, h, out=y)
+    run()
+    return reps / min(_time(run) for _ in range(5))
+
+
 def bench_cells(text, sizes, rounds, use_torch, gflops, torch_dtype="float64"):
     V = len(set(text))
     print(f"\ngated cells (one layer, T=25, V={V}, median of {rounds} rounds): chars/s, x torch ({torch_dtype}), "
@@ -346,7 +363,8 @@ def bench_cells(text, sizes, rounds, use_torch, gflops, torch_dtype="float64"):
                 c = statistics.median(ours)
                 ratio = (f"{statistics.median(x / y for x, y in zip(ours, theirs)):6.1f}x torch "
                          f"({statistics.median(theirs):9,.0f}/s)" if theirs else "      - (no torch)")
-                print(f"{cell:5}{task:9}{H:>5}{c:11,.0f}/s  {ratio}  floor {floor:9,.0f}/s {c / floor:5.0%}")
+                gemv = f"  Whh@h alone {gemv_ceiling(cell, H):9,.0f}/s" if task == "generate" else ""
+                print(f"{cell:5}{task:9}{H:>5}{c:11,.0f}/s  {ratio}  floor {floor:9,.0f}/s {c / floor:5.0%}{gemv}")
 
 
 def main(argv=None):
