@@ -99,16 +99,17 @@ def read(path):
     if os.path.isdir(path):
         raise ModelFileError(f"{path}: is a directory, not a model file")
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as f:   # ours to close: np.load(path) leaks its file on a torn archive
             magic = f.read(4)
-        if magic != b"PK\x03\x04":
-            raise ModelFileError(f"{path}: not a charstream model (not an .npz archive)"
-                                 + (": the file is empty" if not magic else ""))
-        with np.load(path, allow_pickle=False) as z:
-            names = set(z.files)
-            if "meta" not in names:
-                raise ModelFileError(f"{path}: not a charstream model (no 'meta' entry)")
-            arrays = _read_entries(path, z, names)
+            if magic != b"PK\x03\x04":
+                raise ModelFileError(f"{path}: not a charstream model (not an .npz archive)"
+                                     + (": the file is empty" if not magic else ""))
+            f.seek(0)
+            with np.load(f, allow_pickle=False) as z:
+                names = set(z.files)
+                if "meta" not in names:
+                    raise ModelFileError(f"{path}: not a charstream model (no 'meta' entry)")
+                arrays = _read_entries(path, z, names)
     except ModelFileError:
         raise
     except PermissionError:

@@ -1,6 +1,8 @@
 """Model construction, the generator, and the model file's round trip and refusals."""
+import gc
 import itertools
 import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -200,10 +202,14 @@ def test_refusals(tmp_path):
     cases["nan.npz"] = "NaN"
     cases["missing.npz"] = "no such model file"
     for name, msg in cases.items():
-        with pytest.raises(charstream.ModelFileError, match=msg) as e:
-            charstream.load(tmp_path / name)
+        with warnings.catch_warnings(record=True) as caught:   # a refused file is closed, not left to gc
+            warnings.simplefilter("always")
+            with pytest.raises(charstream.ModelFileError, match=msg) as e:
+                charstream.load(tmp_path / name)
+            gc.collect()
         assert str(e.value).startswith(str(tmp_path / name) + ": ")
         assert "\n" not in str(e.value)
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)], name
 
 
 def test_pickled_file_runs_no_code(tmp_path):
