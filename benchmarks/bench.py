@@ -8,9 +8,10 @@ Figures are chars/s, medians of the rounds. Ratios are taken within each round a
 in the same process a moment apart, so a noisy machine moves both sides alike; they come first. BLAS
 and torch are held to one thread, like charstream. The FLOP floor is the chars/s that one core would
 reach doing only the products (6H^2 + 6VH FLOP per trained char, 2H^2 + 2VH per sampled one) at the
-dgemm rate numpy reaches on this machine with one thread. The gated cells' generate rows also show
-`Whh@h alone`: the chars/s of numpy's one-thread matrix-vector product over Whh and nothing else,
-which bounds sampling once Whh no longer fits in L2 (every character reads all of it).
+dgemm rate numpy reaches on this machine with one thread (for the gated cells, measured again in
+each round just before charstream's run; the share is the median of the rounds'). Their generate
+rows also show `Whh@h alone`: the chars/s of numpy's one-thread matrix-vector product over Whh and
+nothing else, which bounds sampling once Whh no longer fits in L2 (every character reads all of it).
 
 The CLI rows time `cat corpus | charstream train -` and `charstream generate --length N > /dev/null`
 as subprocesses, startup included, against the API in this process. `--memory-mb` trains the CLI on a
@@ -60,12 +61,12 @@ def timed(f, n):
     return n / (time.perf_counter() - t)
 
 
-def dgemm_gflops():
-    """numpy's one-thread dgemm rate, best of five 1000x1000 products."""
+def dgemm_gflops(tries=5):
+    """numpy's one-thread dgemm rate, best of `tries` 1000x1000 products."""
     rng = np.random.default_rng(0)
     a, b = rng.random((1000, 1000)), rng.random((1000, 1000))
     a @ b
-    best = min(_time(lambda: a @ b) for _ in range(5))
+    best = min(_time(lambda: a @ b) for _ in range(tries))
     return 2e9 / best / 1e9
 
 
@@ -345,7 +346,7 @@ def gemv_ceiling(cell, H, reps=200):
     return reps / min(_time(run) for _ in range(5))
 
 
-def bench_cells(text, sizes, rounds, use_torch, gflops, torch_dtype="float64"):
+def bench_cells(text, sizes, rounds, use_torch, torch_dtype="float64"):
     V = len(set(text))
     print(f"\ngated cells (one layer, T=25, V={V}, median of {rounds} rounds): chars/s, x torch ({torch_dtype}), "
           f"% of FLOP floor")
@@ -354,17 +355,20 @@ def bench_cells(text, sizes, rounds, use_torch, gflops, torch_dtype="float64"):
             for task in ("train", "generate"):
                 n = max(int((20000 if task == "train" else 100000) * (128 / H) ** 2), 3000)
                 body = repeat_to(text, n + 2)
-                ours, theirs = [], []
+                ours, theirs, floors = [], [], []
                 for _ in range(rounds):
+                    # the floor is measured again each round, so that the machine's speed of the moment
+                    # moves it with ours (a shared machine's dgemm rate drifts by 20% over minutes)
+                    floors.append(dgemm_gflops(tries=2) * 1e9 / cell_flops(cell, H, V, task))
                     ours.append((train_cell if task == "train" else generate_cell)(body, cell, H, n))
                     if use_torch:
                         theirs.append(torch_cell(body, cell, H, max(n // 10, 1000), task, dtype=torch_dtype))
-                floor = gflops * 1e9 / cell_flops(cell, H, V, task)
-                c = statistics.median(ours)
+                floor, c = statistics.median(floors), statistics.median(ours)
+                share = statistics.median(x / f for x, f in zip(ours, floors))
                 ratio = (f"{statistics.median(x / y for x, y in zip(ours, theirs)):6.1f}x torch "
                          f"({statistics.median(theirs):9,.0f}/s)" if theirs else "      - (no torch)")
                 gemv = f"  Whh@h alone {gemv_ceiling(cell, H):9,.0f}/s" if task == "generate" else ""
-                print(f"{cell:5}{task:9}{H:>5}{c:11,.0f}/s  {ratio}  floor {floor:9,.0f}/s {c / floor:5.0%}{gemv}")
+                print(f"{cell:5}{task:9}{H:>5}{c:11,.0f}/s  {ratio}  floor {floor:9,.0f}/s {share:5.0%}{gemv}")
 
 
 def main(argv=None):
@@ -387,14 +391,13 @@ def main(argv=None):
     if use_torch:
         import torch
         torch.set_num_threads(1)
-    gflops = dgemm_gflops()
     if args.hidden_sizes:
+        gflops = dgemm_gflops()
         results = {H: bench_size(text, H, args.rounds, args.chars, use_torch)
                    for H in (int(h) for h in args.hidden_sizes.split(","))}
         print_table(results, len(set(text)), gflops, args.rounds)
     if args.cell_sizes:
-        bench_cells(text, [int(h) for h in args.cell_sizes.split(",")], args.rounds, use_torch, gflops,
-                    args.torch_dtype)
+        bench_cells(text, [int(h) for h in args.cell_sizes.split(",")], args.rounds, use_torch, args.torch_dtype)
     if not use_torch:
         print("(PyTorch not installed: its columns are left out)")
     if not args.no_cli:
