@@ -45,12 +45,17 @@ temperature.compiled_path = lambda top_k, top_p: (False, top_k or 0) if top_p is
 greedy.compiled_path = lambda top_k, top_p: (True, 0) if top_k is None and top_p is None else None
 
 
-def check_top_k(k):
-    if k is None:
+def _optional_int(value, name, low, what):
+    """None, or value as an int if it is an integer (not a bool) of at least low: else ValueError."""
+    if value is None:
         return None
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {k!r}")
-    return int(k)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_top_k(k):
+    return _optional_int(k, "top_k", 1, "a positive integer")
 
 
 def check_top_p(p):
@@ -162,11 +167,7 @@ def block_sizes(n, max_block, length=None):
 
 
 def check_length(length):
-    if length is None:
-        return None
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
-        raise ValueError(f"length must be a non-negative integer or None, got {length!r}")
-    return int(length)
+    return _optional_int(length, "length", 0, "a non-negative integer or None")
 
 
 def pick_blocks(vocab, kernel, h, temp, name, pick, top_k, top_p, rng, sizes, max_block):
