@@ -65,15 +65,19 @@ def dgemm_gflops(tries=5):
     """numpy's one-thread dgemm rate, best of `tries` 1000x1000 products."""
     rng = np.random.default_rng(0)
     a, b = rng.random((1000, 1000)), rng.random((1000, 1000))
-    a @ b
-    best = min(_time(lambda: a @ b) for _ in range(tries))
-    return 2e9 / best / 1e9
+    return 2e9 / _best(lambda: a @ b, tries) / 1e9
 
 
 def _time(f):
     t = time.perf_counter()
     f()
     return time.perf_counter() - t
+
+
+def _best(f, tries):
+    """The shortest of `tries` timed calls of f, after one untimed call."""
+    f()
+    return min(_time(f) for _ in range(tries))
 
 
 # --- one measurement each: chars/s ---------------------------------------------------------------
@@ -342,8 +346,7 @@ def gemv_ceiling(cell, H, reps=200):
     def run():
         for _ in range(reps):
             np.dot(W, h, out=y)
-    run()
-    return reps / min(_time(run) for _ in range(5))
+    return reps / _best(run, 5)
 
 
 def bench_cells(text, sizes, rounds, use_torch, torch_dtype="float64"):
