@@ -28,8 +28,12 @@ static inline void CS_NAME(cs_gemm_tail)(CS_REAL *c, const CS_REAL *a, ptrdiff_t
     }
 }
 
-static inline void CS_NAME(cs_gemm_acc)(CS_REAL *C, ptrdiff_t ldc, const CS_REAL *A, ptrdiff_t ars, ptrdiff_t acs,
-                                        const CS_REAL *B, ptrdiff_t ldb, ptrdiff_t M, ptrdiff_t K, ptrdiff_t N, int add)
+/* cs_gemm_acc, where the main blocks may read B from Bp instead: B's first N - N % (4 W) columns packed
+ * in panels of 4 W columns, Bp[(q * K + k) * 4 W + c] = B[k, 4 W q + c] (a panel's K rows in one
+ * stretch, where B's rows a power of two apart fall into one L1 set). The same sums either way. */
+static inline void CS_NAME(cs_gemm_pk)(CS_REAL *C, ptrdiff_t ldc, const CS_REAL *A, ptrdiff_t ars, ptrdiff_t acs,
+                                       const CS_REAL *B, ptrdiff_t ldb, const CS_REAL *Bp, ptrdiff_t M, ptrdiff_t K,
+                                       ptrdiff_t N, int add)
 {
     ptrdiff_t i = 0;
 #ifdef CS_VECTOR
@@ -37,17 +41,19 @@ static inline void CS_NAME(cs_gemm_acc)(CS_REAL *C, ptrdiff_t ldc, const CS_REAL
     typedef CS_NAME(cs_g4) v4;
     const ptrdiff_t W = 8 * CS_W / sizeof(CS_REAL);
     ptrdiff_t N16 = N - N % (4 * W), N4 = N - N % 4;
+    const ptrdiff_t bs = Bp ? 4 * W : ldb;     /* the main blocks' row stride in B or Bp */
     /* 4 rows x 4 vectors of C in 16 vector registers: per k, 4 loads of B and 4 broadcasts of A
      * feed 16 vector FMAs. */
     for (; i + 4 <= M; i += 4) {
         const CS_REAL *a = A + i * ars;
         for (ptrdiff_t j = 0; j < N16; j += 4 * W) {
+            const CS_REAL *bj = Bp ? Bp + (j / (4 * W)) * K * 4 * W : B + j;
             vw c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0};
             vw c10 = {0}, c11 = {0}, c12 = {0}, c13 = {0};
             vw c20 = {0}, c21 = {0}, c22 = {0}, c23 = {0};
             vw c30 = {0}, c31 = {0}, c32 = {0}, c33 = {0};
             for (ptrdiff_t k = 0; k < K; k++) {
-                const CS_REAL *b = B + k * ldb + j;
+                const CS_REAL *b = bj + k * bs;
                 vw b0 = CS_NAME(cs_gloadw)(b), b1 = CS_NAME(cs_gloadw)(b + W), b2 = CS_NAME(cs_gloadw)(b + 2 * W),
                    b3 = CS_NAME(cs_gloadw)(b + 3 * W);
                 CS_REAL a0 = a[k * acs], a1 = a[ars + k * acs], a2 = a[2 * ars + k * acs],
@@ -87,9 +93,10 @@ static inline void CS_NAME(cs_gemm_acc)(CS_REAL *C, ptrdiff_t ldc, const CS_REAL
     for (; i < M; i++) {
         const CS_REAL *a = A + i * ars;
         for (ptrdiff_t j = 0; j < N16; j += 4 * W) {
+            const CS_REAL *bj = Bp ? Bp + (j / (4 * W)) * K * 4 * W : B + j;
             vw c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
             for (ptrdiff_t k = 0; k < K; k++) {
-                const CS_REAL *b = B + k * ldb + j;
+                const CS_REAL *b = bj + k * bs;
                 CS_REAL a0 = a[k * acs];
                 c0 += a0 * CS_NAME(cs_gloadw)(b); c1 += a0 * CS_NAME(cs_gloadw)(b + W);
                 c2 += a0 * CS_NAME(cs_gloadw)(b + 2 * W); c3 += a0 * CS_NAME(cs_gloadw)(b + 3 * W);
@@ -119,5 +126,12 @@ static inline void CS_NAME(cs_gemm_acc)(CS_REAL *C, ptrdiff_t ldc, const CS_REAL
                 c[j] += a * b[j];
         }
     }
+    (void)Bp;
 #endif
+}
+
+static inline void CS_NAME(cs_gemm_acc)(CS_REAL *C, ptrdiff_t ldc, const CS_REAL *A, ptrdiff_t ars, ptrdiff_t acs,
+                                        const CS_REAL *B, ptrdiff_t ldb, ptrdiff_t M, ptrdiff_t K, ptrdiff_t N, int add)
+{
+    CS_NAME(cs_gemm_pk)(C, ldc, A, ars, acs, B, ldb, NULL, M, K, N, add);
 }

@@ -38,6 +38,9 @@ typedef struct {
     void *tT;      /* (max(V, GH), ldT): dy, dw or da transposed, ldT = T*B rounded up to 16 */
     void *wT;      /* prepared: per layer Whh^T (H, GH) at offh[l], Wxh^T (H, GH) at offx[l] (l > 0), Why^T (H, V) at offy */
     void *wx0T;    /* (V, GH): the first layer's Wxh transposed, an input's column in one stretch */
+    void *wP;      /* the weights' panels for cs_gemm_pk, at opk (cs_lanes_layout) */
+    void *pk;      /* (T*B, H) in panels: a chunk's states, packed for a weight gradient's product */
+    ptrdiff_t *opk;
     void *gx0T;    /* (V, GH): the first layer's dWxh transposed */
     void *dhnext, *dcn, *dhp, *hn, *cn;   /* (B, H) */
     void *z;       /* (B, GH) */
@@ -111,6 +114,12 @@ static inline ptrdiff_t cs_draw_logits(double *y, ptrdiff_t V, double inv, doubl
 #undef CS_TANH
 #undef CS_CELL
 #undef CS_ADAGRAD
+
+/* Where the weights' panels go in wP (fills c->opk); returns the elements they take. */
+static ptrdiff_t cs_lanes_layout(cs_lanes *c)
+{
+    return c->f32 ? cs_lanes_layout_f(c, c->opk) : cs_lanes_layout_d(c, c->opk);
+}
 
 /* Forward and backward of one chunk of n steps on every lane: xs (B, ldx) int32 holds each lane's
  * inputs xs[b, :n] and targets xs[b, 1:n+1]; state (B, S) in the model's type is read, then set to

@@ -32,6 +32,9 @@ cdef extern from "lanes.h" nogil:
         void* tT
         void* wT
         void* wx0T
+        void* wP
+        void* pk
+        Py_ssize_t* opk
         void* gx0T
         void* dhnext
         void* dcn
@@ -50,6 +53,7 @@ cdef extern from "lanes.h" nogil:
         double loss
     double cs_lanes_chunk(cs_lanes* c, const int* xs, Py_ssize_t ldx, Py_ssize_t n, void* state, double scale)
     void cs_lanes_update(cs_lanes* c, double lr, double c1, double c2)
+    Py_ssize_t cs_lanes_layout(cs_lanes* c)
     void cs_lanes_run(cs_lanes* c, Py_ssize_t Bn, const int* xs, Py_ssize_t ldx, Py_ssize_t n, void* state,
                       double* losses)
     void cs_lanes_sample(cs_lanes* c, Py_ssize_t Bn, void* state, const double* u, Py_ssize_t ldu, int* out,
@@ -115,7 +119,7 @@ cdef class LaneKernel:
     def __dealloc__(self):
         free(self.c.Wx); free(self.c.Wh); free(self.c.b); free(self.c.dWx); free(self.c.dWh); free(self.c.db)
         free(self.c.P); free(self.c.D); free(self.c.M); free(self.c.Vm)
-        free(self.c.sizes); free(self.c.offh); free(self.c.offx)
+        free(self.c.sizes); free(self.c.offh); free(self.c.offx); free(self.c.opk)
 
     def __init__(self, params, mem=None, Py_ssize_t T=25, cell="lstm", layers=1, optimizer=None, moments=None,
                  steps=None, Py_ssize_t lanes=1, threads=1):
@@ -210,6 +214,7 @@ cdef class LaneKernel:
             c.ys = _data(buf(T * B * c.Vp))
             c.tT = _data(buf(max(V, GH) * c.ldT))
             c.gx0T = _data(buf(V * GH))
+            c.pk = _data(buf(T * B * H))
             c.dhnext = _data(buf(B * H))
             c.dcn = _data(buf(B * H))
             c.dhp = _data(buf(B * H))
@@ -233,6 +238,10 @@ cdef class LaneKernel:
         c.offy = off
         c.wT = _data(buf(off + H * V))
         c.wx0T = _data(buf(V * GH))
+        c.opk = <Py_ssize_t*>malloc((4 * L + 2) * sizeof(Py_ssize_t))
+        if c.opk == NULL:
+            raise MemoryError()
+        c.wP = _data(buf(cs_lanes_layout(c)))
         doubles = [_aligned_zeros(max(T * B, 1), np.float64), _aligned_zeros(B * V, np.float64),
                    _aligned_zeros(B * V, np.float64)]
         c.rowloss, c.yd, c.scratch = <double*>_data(doubles[0]), <double*>_data(doubles[1]), <double*>_data(doubles[2])

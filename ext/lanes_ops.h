@@ -11,17 +11,66 @@
 #define R CS_REAL
 #define F(p) ((CS_REAL *)(p))
 
-/* Equivalent to `C[:M, :N] (+)= A[:M, :K] @ B[:K, :N]` (cs_gemm_acc's arguments), tile by tile. */
+#ifdef CS_VECTOR
+#define CS_PW ((ptrdiff_t)(4 * 8 * CS_W / sizeof(CS_REAL)))   /* cs_gemm_pk's panel width */
+#else
+#define CS_PW ((ptrdiff_t)1 << 40)                            /* no panels without vector registers */
+#endif
+
+/* Equivalent to `C[:M, :N] (+)= A[:M, :K] @ B[:K, :N]` (cs_gemm_pk's arguments, Bp B's panels or
+ * NULL), tile by tile. */
 static void CS_NAME(cs_pgemm)(R *C, ptrdiff_t ldc, const R *A, ptrdiff_t ars, ptrdiff_t acs, const R *B,
-                              ptrdiff_t ldb, ptrdiff_t M, ptrdiff_t K, ptrdiff_t N, int add)
+                              ptrdiff_t ldb, const R *Bp, ptrdiff_t M, ptrdiff_t K, ptrdiff_t N, int add)
 {
     ptrdiff_t mt = (M + CS_LANE_MB - 1) / CS_LANE_MB, nt = (N + CS_LANE_NB - 1) / CS_LANE_NB, q;
     #pragma omp for schedule(static)
     for (q = 0; q < mt * nt; q++) {
         ptrdiff_t i0 = (q / nt) * CS_LANE_MB, j0 = (q % nt) * CS_LANE_NB;
         ptrdiff_t m = M - i0 < CS_LANE_MB ? M - i0 : CS_LANE_MB, n = N - j0 < CS_LANE_NB ? N - j0 : CS_LANE_NB;
-        CS_CELL(cs_gemm_acc)(C + i0 * ldc + j0, ldc, A + i0 * ars, ars, acs, B + j0, ldb, m, K, n, add);
+        CS_CELL(cs_gemm_pk)(C + i0 * ldc + j0, ldc, A + i0 * ars, ars, acs, B + j0, ldb,
+                            Bp ? Bp + (j0 / CS_PW) * K * CS_PW : NULL, m, K, n, add);
     }
+}
+
+/* Bp = the panels of B (K, N) for cs_gemm_pk: its first N - N % CS_PW columns, CS_PW to a panel; with
+ * trans, of B = A.T for A (N, K) with rows lda apart. A task per panel. */
+static void CS_NAME(cs_ppack)(const R *A, ptrdiff_t lda, ptrdiff_t K, ptrdiff_t N, int trans, R *Bp)
+{
+#ifdef CS_VECTOR
+    ptrdiff_t q;
+    #pragma omp for schedule(static)
+    for (q = 0; q < N / CS_PW; q++) {
+        R *dst = Bp + q * K * CS_PW;
+        if (!trans)
+            for (ptrdiff_t k = 0; k < K; k++)
+                memcpy(dst + k * CS_PW, A + k * lda + q * CS_PW, CS_PW * sizeof(R));
+        else
+            for (ptrdiff_t c = 0; c < CS_PW; c++)
+                for (ptrdiff_t k = 0; k < K; k++)
+                    dst[k * CS_PW + c] = A[(q * CS_PW + c) * lda + k];
+    }
+#else
+    (void)A; (void)lda; (void)K; (void)N; (void)trans; (void)Bp;
+#endif
+}
+
+/* Where the weights' panels go in c->wP: per layer l, opk[4l] Whh^T (H, GH), opk[4l+1] Wxh^T (l > 0),
+ * opk[4l+2] Whh (GH, H), opk[4l+3] Wxh (l > 0); then opk[4L] Why^T (H, V), opk[4L+1] Why (V, H).
+ * Returns the elements they take. */
+static ptrdiff_t CS_NAME(cs_lanes_layout)(const cs_lanes *c, ptrdiff_t *opk)
+{
+    ptrdiff_t H = c->H, GH = c->GH, V = c->V, off = 0;
+#define CS_PANELS_OF(K, N) ((N) / CS_PW * CS_PW * (K))
+    for (ptrdiff_t l = 0; l < c->L; l++) {
+        opk[4 * l] = off; off += CS_PANELS_OF(H, GH);
+        opk[4 * l + 1] = off; off += l > 0 ? CS_PANELS_OF(H, GH) : 0;
+        opk[4 * l + 2] = off; off += CS_PANELS_OF(GH, H);
+        opk[4 * l + 3] = off; off += l > 0 ? CS_PANELS_OF(GH, H) : 0;
+    }
+    opk[4 * c->L] = off; off += CS_PANELS_OF(H, V);
+    opk[4 * c->L + 1] = off; off += CS_PANELS_OF(V, H);
+#undef CS_PANELS_OF
+    return off;
 }
 
 /* Equivalent to `Bt[:n, :m] = A[:m, :n].T` for A's rows lda apart and Bt's ldb apart, eight rows of A
@@ -49,6 +98,18 @@ static void CS_NAME(cs_lanes_prepare)(cs_lanes *c)
     }
     CS_NAME(cs_ptranspose)(F(c->Why), V, H, H, F(c->wT) + c->offy, V);
     CS_NAME(cs_ptranspose)(F(c->Wx[0]), GH, V, V, F(c->wx0T), GH);
+    R *P = F(c->wP);
+    const ptrdiff_t *o = c->opk;
+    for (ptrdiff_t l = 0; l < c->L; l++) {
+        CS_NAME(cs_ppack)(F(c->Wh[l]), H, H, GH, 1, P + o[4 * l]);
+        CS_NAME(cs_ppack)(F(c->Wh[l]), H, GH, H, 0, P + o[4 * l + 2]);
+        if (l > 0) {
+            CS_NAME(cs_ppack)(F(c->Wx[l]), H, H, GH, 1, P + o[4 * l + 1]);
+            CS_NAME(cs_ppack)(F(c->Wx[l]), H, GH, H, 0, P + o[4 * l + 3]);
+        }
+    }
+    CS_NAME(cs_ppack)(F(c->Why), H, H, V, 1, P + o[4 * c->L]);
+    CS_NAME(cs_ppack)(F(c->Why), H, V, H, 0, P + o[4 * c->L + 1]);
 }
 
 /* Forward through n steps of every layer on every lane, from state (B, S): fills hs, cs, acts, aux. */
@@ -80,10 +141,10 @@ static void CS_NAME(cs_lanes_forward)(cs_lanes *c, const int *xs, ptrdiff_t ldx,
             for (r = 0; r < n * B; r++)
                 memcpy(A + r * GH, bl, GH * sizeof(R));
             CS_NAME(cs_pgemm)(A, GH, F(c->hs) + (l - 1) * (T + 1) * B * H + B * H, H, 1,
-                              F(c->wT) + c->offx[l], GH, n * B, H, GH, 1);
+                              F(c->wT) + c->offx[l], GH, F(c->wP) + c->opk[4 * l + 1], n * B, H, GH, 1);
         }
         for (t = 0; t < n; t++) {
-            CS_NAME(cs_pgemm)(z, GH, hsl + t * B * H, H, 1, WhT, GH, B, H, GH, 0);   /* (B, GH) = h @ Whh^T */
+            CS_NAME(cs_pgemm)(z, GH, hsl + t * B * H, H, 1, WhT, GH, F(c->wP) + c->opk[4 * l], B, H, GH, 0);  /* h @ Whh^T */
             #pragma omp for schedule(static)
             for (b = 0; b < B; b++) {
                 ptrdiff_t o = t * B + b;
@@ -105,7 +166,7 @@ static void CS_NAME(cs_lanes_head)(cs_lanes *c, const int *xs, ptrdiff_t ldx, pt
     #pragma omp for schedule(static)
     for (r = 0; r < nB; r++)
         memcpy(ys + r * Vp, by, V * sizeof(R));
-    CS_NAME(cs_pgemm)(ys, Vp, top, H, 1, F(c->wT) + c->offy, V, nB, H, V, 1);
+    CS_NAME(cs_pgemm)(ys, Vp, top, H, 1, F(c->wT) + c->offy, V, F(c->wP) + c->opk[4 * c->L], nB, H, V, 1);
     #pragma omp for schedule(static)
     for (r = 0; r < nB; r++) {
         R *y = ys + r * Vp, m = y[0];
@@ -128,7 +189,8 @@ static void CS_NAME(cs_lanes_head)(cs_lanes *c, const int *xs, ptrdiff_t ldx, pt
         c->loss = loss;
     }
     CS_NAME(cs_ptranspose)(ys, nB, V, Vp, tT, ldT);                       /* dY^T (V, nB) */
-    CS_NAME(cs_pgemm)(F(c->dWhy), H, tT, ldT, 1, top, H, V, nB, H, 0);    /* dWhy = dY^T @ Hs */
+    CS_NAME(cs_ppack)(top, H, nB, H, 0, F(c->pk));
+    CS_NAME(cs_pgemm)(F(c->dWhy), H, tT, ldT, 1, top, H, F(c->pk), V, nB, H, 0);    /* dWhy = dY^T @ Hs */
     #pragma omp for schedule(static)
     for (v = 0; v < V; v++) {
         R g = 0;
@@ -136,7 +198,8 @@ static void CS_NAME(cs_lanes_head)(cs_lanes *c, const int *xs, ptrdiff_t ldx, pt
             g += tT[v * ldT + r];
         F(c->dby)[v] = g;
     }
-    CS_NAME(cs_pgemm)(F(c->dhx) + (c->L - 1) * T * B * H, H, ys, Vp, 1, F(c->Why), H, nB, V, H, 0);  /* dY @ Why */
+    CS_NAME(cs_pgemm)(F(c->dhx) + (c->L - 1) * T * B * H, H, ys, Vp, 1, F(c->Why), H,
+                      F(c->wP) + c->opk[4 * c->L + 1], nB, V, H, 0);                    /* dY @ Why */
 }
 
 /* Backward through time, the layers top down: every weight's gradient, each lower layer's dhx. */
@@ -166,7 +229,7 @@ static void CS_NAME(cs_lanes_backward)(cs_lanes *c, const int *xs, ptrdiff_t ldx
                                           hsl + o * H, csl + o * H, DA + o * GH, DW + o * GH, dhp + b * H);
             }
             if (t > 0) {       /* dhnext = dw_t @ Whh (+ the GRU's z dh_t) */
-                CS_NAME(cs_pgemm)(dhnext, H, DW + t * B * GH, GH, 1, Wh, H, B, GH, H, 0);
+                CS_NAME(cs_pgemm)(dhnext, H, DW + t * B * GH, GH, 1, Wh, H, F(c->wP) + c->opk[4 * l + 2], B, GH, H, 0);
                 if (gru) {
                     #pragma omp for schedule(static)
                     for (b = 0; b < B; b++)
@@ -176,7 +239,8 @@ static void CS_NAME(cs_lanes_backward)(cs_lanes *c, const int *xs, ptrdiff_t ldx
             }
         }
         CS_NAME(cs_ptranspose)(DW, nB, GH, GH, tT, ldT);                            /* dw^T (GH, nB) */
-        CS_NAME(cs_pgemm)(F(c->dWh[l]), H, tT, ldT, 1, hsl, H, GH, nB, H, 0);       /* dWhh = dw^T @ hs[:n] */
+        CS_NAME(cs_ppack)(hsl, H, nB, H, 0, F(c->pk));
+        CS_NAME(cs_pgemm)(F(c->dWh[l]), H, tT, ldT, 1, hsl, H, F(c->pk), GH, nB, H, 0);   /* dWhh = dw^T @ hs[:n] */
         if (gru)
             CS_NAME(cs_ptranspose)(DA, nB, GH, GH, tT, ldT);                        /* da^T */
         #pragma omp for schedule(static)
@@ -188,8 +252,10 @@ static void CS_NAME(cs_lanes_backward)(cs_lanes *c, const int *xs, ptrdiff_t ldx
         }
         if (l > 0) {
             const R *below = F(c->hs) + (l - 1) * (T + 1) * B * H + B * H;
-            CS_NAME(cs_pgemm)(F(c->dWx[l]), H, tT, ldT, 1, below, H, GH, nB, H, 0);  /* dWxh = da^T @ h_below */
-            CS_NAME(cs_pgemm)(F(c->dhx) + (l - 1) * T * B * H, H, DA, GH, 1, F(c->Wx[l]), H, nB, GH, H, 0);
+            CS_NAME(cs_ppack)(below, H, nB, H, 0, F(c->pk));
+            CS_NAME(cs_pgemm)(F(c->dWx[l]), H, tT, ldT, 1, below, H, F(c->pk), GH, nB, H, 0);  /* da^T @ h_below */
+            CS_NAME(cs_pgemm)(F(c->dhx) + (l - 1) * T * B * H, H, DA, GH, 1, F(c->Wx[l]), H,
+                              F(c->wP) + c->opk[4 * l + 3], nB, GH, H, 0);
         } else {               /* dWxh[:, x] += da_t for each input x: by columns of 64, rows in order */
             R *G0 = F(c->gx0T);
             ptrdiff_t q;
@@ -269,9 +335,11 @@ static void CS_NAME(cs_lanes_advance)(cs_lanes *c, ptrdiff_t Bn, R *state)
             #pragma omp for schedule(static)
             for (b = 0; b < Bn; b++)
                 memcpy(a + b * GH, bl, GH * sizeof(R));
-            CS_NAME(cs_pgemm)(a, GH, state + (l - 1) * SC * H, S, 1, F(c->wT) + c->offx[l], GH, Bn, H, GH, 1);
+            CS_NAME(cs_pgemm)(a, GH, state + (l - 1) * SC * H, S, 1, F(c->wT) + c->offx[l], GH,
+                              F(c->wP) + c->opk[4 * l + 1], Bn, H, GH, 1);
         }
-        CS_NAME(cs_pgemm)(w, GH, state + l * SC * H, S, 1, F(c->wT) + c->offh[l], GH, Bn, H, GH, 0);
+        CS_NAME(cs_pgemm)(w, GH, state + l * SC * H, S, 1, F(c->wT) + c->offh[l], GH, F(c->wP) + c->opk[4 * l],
+                          Bn, H, GH, 0);
         #pragma omp for schedule(static)
         for (b = 0; b < Bn; b++) {
             R *h = state + b * S + l * SC * H;
@@ -291,7 +359,8 @@ static void CS_NAME(cs_lanes_logits)(cs_lanes *c, ptrdiff_t Bn, const R *state)
     #pragma omp for schedule(static)
     for (b = 0; b < Bn; b++)
         memcpy(ys + b * Vp, c->by, V * sizeof(R));
-    CS_NAME(cs_pgemm)(ys, Vp, state + (c->L - 1) * c->SC * c->H, c->S, 1, F(c->wT) + c->offy, V, Bn, c->H, V, 1);
+    CS_NAME(cs_pgemm)(ys, Vp, state + (c->L - 1) * c->SC * c->H, c->S, 1, F(c->wT) + c->offy, V,
+                      F(c->wP) + c->opk[4 * c->L], Bn, c->H, V, 1);
     #pragma omp for schedule(static)
     for (b = 0; b < Bn; b++)
         for (ptrdiff_t v = 0; v < V; v++)
@@ -381,3 +450,4 @@ static void CS_NAME(cs_lanes_probs)(cs_lanes *c, const R *state, double *p, doub
 
 #undef R
 #undef F
+#undef CS_PW
