@@ -9,7 +9,7 @@ import numpy as np
 
 from . import cells, samplers, store
 from .scoring import score, score_adaptive
-from ._kernel import CellKernel, Kernel
+from ._kernel import CellKernel, Kernel, LaneKernel
 from .errors import CharstreamWarning, ModelFileError
 from .vocab import DEFAULT_MAX_VOCAB, UNK, Vocab, check_max_size, codepoints, to_text
 
@@ -31,13 +31,32 @@ class TrainState:
                                    # trained characters (0: never, min-char-rnn's way within a pass)
     moments: dict = field(default_factory=dict)   # Adam's second moments, shaped like the parameters
     steps: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))  # Adam steps taken
+    lanes: int = 1                 # B: stretches of the stream trained side by side (charstream.trainer)
+    block: int = 0                 # D: characters a lane takes of each round of B * D (0: not yet set)
+    round_step: int = 0            # chunks each lane has trained of the current round (tail starts the round)
+    hlanes: np.ndarray = None      # (lanes, state_size) each lane's state, with lanes > 1 (hprev: the last lane's)
+
+
+DTYPES = ("float64", "float32")
+
+
+def check_dtype(dtype):
+    """The name of a model dtype charstream computes in ("float64" or "float32"), else ValueError."""
+    try:
+        name = np.dtype(dtype).name
+    except TypeError:
+        name = None
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    return name
 
 
 class Model:
     """A character RNN: `h = tanh(Wxh x + Whh hprev + bh)`, `y = Why h + by`, softmax over `vocab`.
 
-    `params` holds C-contiguous float64 arrays Wxh (H, V), Whh (H, H), Why (V, H), bh (H,), by (V,),
-    the very arrays training updates. `seed` seeds the model's own generator, which draws the initial
+    `params` holds C-contiguous arrays Wxh (H, V), Whh (H, H), Why (V, H), bh (H,), by (V,) for the
+    rnn (charstream.cells has every cell's table), the very arrays training updates, all of `dtype`:
+    float64 (the default, min-char-rnn's) or float32 (half the bytes, twice the vector width). `seed` seeds the model's own generator, which draws the initial
     weights and the weights of characters that join the vocabulary later.
 
     The vocabulary grows from the stream up to `max_vocab` characters; past that, new characters map
@@ -46,8 +65,9 @@ class Model:
     """
 
     def __init__(self, vocab, hidden_size=None, seed=None, max_vocab=DEFAULT_MAX_VOCAB, fixed_vocab=False,
-                 cell="rnn", layers=1):
+                 cell="rnn", layers=1, dtype="float64"):
         self.cell, self.layers = cells.check(cell, layers)
+        dtype = check_dtype(dtype)
         defaults = cells.DEFAULTS[self.cell]
         hidden_size = defaults.hidden_size if hidden_size is None else hidden_size
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, (int, np.integer)) or hidden_size < 1:
@@ -62,9 +82,10 @@ class Model:
         self.rng = np.random.default_rng(seed)
         self.file_format_version = None   # the version of the file it was loaded from, if any
         H = int(hidden_size)
-        self.params = {p.name: p.initial(self.rng) for p in self._table(len(chars), H)}
+        # drawn in float64 whatever the dtype (the same draws), then rounded once to float32
+        self.params = {p.name: p.initial(self.rng).astype(dtype) for p in self._table(len(chars), H)}
         self.state = TrainState(mem={k: np.zeros_like(v) for k, v in self.params.items()},
-                                hprev=np.zeros(cells.state_size(self.cell, self.layers, H)),
+                                hprev=np.zeros(cells.state_size(self.cell, self.layers, H), dtype=dtype),
                                 seq_length=defaults.seq_length, learning_rate=defaults.learning_rate)
         if "v" in cells.slots(self.cell):
             self.state.moments = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -106,6 +127,11 @@ class Model:
         self.vocabulary.fixed = bool(fixed)
 
     @property
+    def dtype(self):
+        """"float64" or "float32": the type of every parameter, memory and hidden state."""
+        return self.params["Whh"].dtype.name
+
+    @property
     def hidden_size(self):
         return self.params["Whh"].shape[1]
 
@@ -134,7 +160,7 @@ class Model:
             for p in growing:
                 draws[p.name][i] = self.rng.standard_normal(draws[p.name].shape[1:]) * p.scale if p.scale else 0
         for p in growing:
-            add = np.moveaxis(draws[p.name], 0, p.grows)
+            add = np.moveaxis(draws[p.name], 0, p.grows).astype(self.dtype)
             self.params[p.name] = np.ascontiguousarray(np.concatenate([self.params[p.name], add], axis=p.grows))
             for memory in (self.state.mem, self.state.moments):
                 if p.name in memory:
@@ -142,10 +168,16 @@ class Model:
                         np.concatenate([memory[p.name], np.zeros_like(add)], axis=p.grows))
         return new
 
-    def kernel(self, seq_length=None, train=False):
-        """A compiled kernel over the current parameter arrays (rebuild it after `grow`): Kernel for one
-        rnn layer, CellKernel for any other cell or layer count (the same methods)."""
+    def kernel(self, seq_length=None, train=False, lanes=1, threads=1):
+        """A compiled kernel over the current parameter arrays (rebuild it after `grow`): for float64 and
+        one lane, Kernel for one rnn layer and CellKernel for any other cell or layer count; else
+        LaneKernel (float32, or several lanes, on `threads`). They have the same methods."""
         T = seq_length or self.state.seq_length
+        st = self.state
+        if self.dtype != "float64" or lanes > 1:
+            return LaneKernel(self.params, st.mem if train else None, T, cell=self.cell, layers=self.layers,
+                              moments=st.moments if train else None, steps=st.steps if train else None,
+                              lanes=lanes, threads=threads)
         if (self.cell, self.layers) == ("rnn", 1):
             return Kernel(self.params, self.state.mem if train else None, T)
         st = self.state
@@ -256,6 +288,10 @@ class Model:
             "max_vocab": self.max_vocab,
             "fixed_vocab": self.fixed_vocab,
         }
+        if self.dtype != "float64":
+            meta["dtype"] = self.dtype
+        if st.lanes > 1:
+            meta.update(lanes=st.lanes, block=st.block, round_step=st.round_step)
         if st.moments:
             meta["steps"] = int(st.steps[0])
         arrays = dict(self.params)
@@ -263,6 +299,8 @@ class Model:
         arrays.update({"v" + k: v for k, v in st.moments.items()})
         arrays.update(hprev=st.hprev, vocab=codepoints("".join(self.vocab)),
                       tail=np.asarray(st.tail, dtype=np.uint32))
+        if st.lanes > 1:
+            arrays["hlanes"] = st.hlanes
         return meta, arrays
 
     @classmethod
@@ -287,6 +325,9 @@ class Model:
         if "v" in cells.slots(model.cell):
             model.state.moments = {k: arrays["v" + k] for k in names}
             model.state.steps[0] = meta["steps"]
+        if meta.get("lanes", 1) > 1:
+            model.state.lanes, model.state.block = meta["lanes"], meta["block"]
+            model.state.round_step, model.state.hlanes = meta["round_step"], arrays["hlanes"]
         return model
 
 

@@ -18,7 +18,8 @@ from . import cells
 from .vocab import DEFAULT_MAX_VOCAB, MAX_CODEPOINT, to_text
 
 FORMAT = "charstream-model"
-FORMAT_VERSION = 2   # 2: meta names the cell and the layers; 1 (no such fields): rnn, one layer
+FORMAT_VERSION = 3   # 3: float32 models and lanes; 2: meta names the cell and the layers; 1: rnn, one layer
+MAX_LANES = 4096     # the most lanes a file may hold states for
 
 
 def write(path, meta, arrays):
@@ -29,7 +30,9 @@ def write(path, meta, arrays):
         if v.dtype.kind == "f" and not np.isfinite(v).all():
             raise ModelFileError(f"refusing to save: {k} has NaN or infinite values")
     path = os.path.realpath(path)   # through a symlink: replace its target, keep the link
-    meta = dict(meta, format=FORMAT, format_version=FORMAT_VERSION)
+    # a file only version 3 can read says so; any other keeps version 2, which older charstreams read
+    newer = meta.get("dtype", "float64") != "float64" or meta.get("lanes", 1) > 1
+    meta = dict(meta, format=FORMAT, format_version=FORMAT_VERSION if newer else 2)
     arrays = {"meta": np.array(json.dumps(meta)), **arrays}
     folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
@@ -159,6 +162,12 @@ def _read_entries(path, z, names):
     items = {p.name: int(np.prod(p.shape)) for p in cells.params(cell, layers, V, H)}
     items.update({slot + k: n for k, n in list(items.items()) for slot in cells.slots(cell)},
                  hprev=cells.state_size(cell, layers, H))
+    try:
+        lanes = int(meta.get("lanes", 1))
+    except Exception:
+        lanes = 1
+    if 1 < lanes <= MAX_LANES:
+        items["hlanes"] = lanes * cells.state_size(cell, layers, H)
     for k, n in items.items():
         if k in names:
             a[k] = read(k, n)
@@ -219,7 +228,7 @@ def _checked(path, a):
         raise bad(f"corrupt model file (missing {', '.join(missing)})")
     for p in table:
         for name in [p.name] + [slot + p.name for slot in slots]:
-            _check_array(bad, name, a[name], p.shape)
+            _check_array(bad, name, a[name], p.shape, a[name].dtype if a[name].dtype == np.float32 else None)
         squares = "m" if slots == ("m",) else "v"   # Adagrad's m and Adam's v sum squares
         if (a[squares + p.name] < 0).any():
             raise bad(f"corrupt model file ({squares}{p.name} has a negative sum of squares)")
@@ -227,7 +236,23 @@ def _checked(path, a):
         steps = meta.get("steps")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise bad("corrupt model file (bad Adam step count 'steps')")
-    _check_array(bad, "hprev", a["hprev"], (cells.state_size(cell, layers, H),))
+    dtype = meta.get("dtype", "float64")
+    if dtype not in ("float64", "float32"):
+        raise bad(f"corrupt model file (dtype must be float64 or float32, got {dtype!r})")
+    for p in table:
+        for name in [p.name] + [slot + p.name for slot in slots]:
+            if a[name].dtype != dtype:
+                raise bad(f"corrupt model file ({name} must be {dtype}, like the model, got {a[name].dtype})")
+    _check_array(bad, "hprev", a["hprev"], (cells.state_size(cell, layers, H),), dtype)
+    lanes, block, round_step = meta.get("lanes", 1), meta.get("block", 0), meta.get("round_step", 0)
+    if any(isinstance(x, bool) or not isinstance(x, int) for x in (lanes, block, round_step)) \
+            or not 1 <= lanes <= MAX_LANES or block < 0 or round_step < 0 or (lanes > 1 and block < T) \
+            or (lanes > 1 and round_step * T >= block):
+        raise bad("corrupt model file (bad lanes, block or round_step)")
+    if lanes > 1:
+        if "hlanes" not in a:
+            raise bad("corrupt model file (missing hlanes)")
+        _check_array(bad, "hlanes", a["hlanes"], (lanes, cells.state_size(cell, layers, H)), dtype)
     tail = a["tail"]
     if tail.dtype != np.uint32 or tail.ndim != 1 or (tail >= MAX_CODEPOINT).any():
         raise bad("corrupt model file (tail must be 1-D uint32 code points)")
@@ -239,14 +264,16 @@ def _checked(path, a):
         raise bad("corrupt model file (bad max_vocab or fixed_vocab)")
     meta = dict(meta, cell=cell, layers=layers, hidden_size=H, seq_length=T, learning_rate=lr, chunks=chunks,
                 chars_seen=chars_seen, chars_trained=chars_trained, smooth_loss=smooth, rng=rng_state, reset_every=reset_every,
-                max_vocab=max_vocab, fixed_vocab=fixed_vocab, format_version=version)
+                max_vocab=max_vocab, fixed_vocab=fixed_vocab, format_version=version, dtype=dtype, lanes=lanes,
+                block=block, round_step=round_step)
     arrays = {k: np.ascontiguousarray(v) for k, v in a.items() if k != "meta"}
     return meta, arrays
 
 
-def _check_array(bad, name, x, shape):
-    if x.dtype != np.float64:
-        raise bad(f"corrupt model file ({name} must be float64, got {x.dtype})")
+def _check_array(bad, name, x, shape, dtype=None):
+    dtype = np.dtype(dtype or np.float64)
+    if x.dtype != dtype:
+        raise bad(f"corrupt model file ({name} must be {dtype.name}, got {x.dtype})")
     if x.shape != shape:
         raise bad(f"corrupt model file ({name} must be {shape}, got {x.shape})")
     if not np.isfinite(x).all():

@@ -2,6 +2,7 @@
 import itertools
 import math
 import numbers
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -36,9 +37,19 @@ class Trainer:
 
     `lr_scale` (1 by default) multiplies the learning rate of every step from the next chunk on; it is
     not saved. `charstream.schedule.Anneal` sets it to anneal over a budget, as `train --anneal` does.
+
+    `lanes=B` (saved in the model; a model keeps the lanes it was first trained with) trains B lanes
+    at once: the stream is cut into rounds of B * `block` characters, lane b takes the b-th block of
+    each round with its own hidden state, and each update averages the B lanes' gradients. A round's
+    chunk s trains text[b * block + s * T ...] on every lane b, so a lane sees contiguous text within
+    a block and carries its state from one round to the next; at most B * block characters wait in
+    the tail before they train (DEFAULT_BLOCK for streams; a file of known size can take
+    size / B: one block per lane per pass, as torch-rnn splits). Lanes=1 is the one-lane training
+    above, to the bit. `threads` (default: the cores this process may use) changes no result.
     """
 
-    def __init__(self, model, seq_length=None, learning_rate=None, reset_every=None):
+    def __init__(self, model, seq_length=None, learning_rate=None, reset_every=None, lanes=None, block=None,
+                 threads=None):
         st = model.state
         T = st.seq_length if seq_length is None else seq_length
         lr = st.learning_rate if learning_rate is None else learning_rate
@@ -49,11 +60,31 @@ class Trainer:
             raise ValueError(f"seq_length must be a positive integer, got {T!r}")
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"learning_rate must be a positive number, got {lr!r}")
+        B = st.lanes if lanes is None else lanes
+        if isinstance(B, bool) or not isinstance(B, (int, np.integer)) or not 1 <= B <= MAX_LANES:
+            raise ValueError(f"lanes must be an integer from 1 to {MAX_LANES}, got {B!r}")
+        started = st.chunks > 0 or (st.lanes > 1 and len(st.tail) > 0)
+        if int(B) != st.lanes and started:
+            raise ValueError(f"the model was trained with {st.lanes} lane{'s' if st.lanes > 1 else ''}; "
+                             f"lanes change what each update sees: train {B} lanes in a new model")
+        if B > 1 and st.round_step and int(T) != st.seq_length:
+            raise ValueError(f"the model is {st.round_step} chunks into a round of its lanes at seq_length "
+                             f"{st.seq_length}: keep it, or start a new model")
+        self.threads = default_threads() if threads is None else check_threads(threads)
         self.model = model
         self.lr_scale = 1.0   # multiplies the learning rate of each step (charstream.schedule anneals it)
         if int(T) != st.seq_length and not math.isnan(st.smooth_loss):
             st.smooth_loss *= int(T) / st.seq_length   # it is per chunk: keep its nats/char
         st.seq_length, st.learning_rate, st.reset_every = int(T), float(lr), int(R)
+        st.lanes = int(B)
+        if B > 1:
+            if not st.block or not started:
+                D = DEFAULT_BLOCK if block is None else block
+                if isinstance(D, bool) or not isinstance(D, (int, np.integer)) or D < 1:
+                    raise ValueError(f"block must be a positive number of characters, got {D!r}")
+                st.block = max(int(T), int(D) // int(T) * int(T))
+            if st.hlanes is None or st.hlanes.shape[0] != B:
+                st.hlanes = np.repeat(st.hprev[None, :], B, axis=0)
 
     @property
     def seq_length(self):
@@ -70,6 +101,9 @@ class Trainer:
         ends, the tail's new characters join the vocabulary. Characters a closed vocabulary (fixed,
         or full, without U+FFFD) cannot encode are dropped as they arrive, with one warning.
         """
+        if self.model.state.lanes > 1:
+            yield from self._train_lanes(texts)
+            return
         model, st = self.model, self.model.state
         T = st.seq_length
         drop = _Dropper(model)
@@ -97,7 +131,7 @@ class Trainer:
                         unknown = _first_unknown(idx, s)
                         kernel = None
                     if kernel is None:
-                        kernel = model.kernel(T, train=True)
+                        kernel = model.kernel(T, train=True, threads=self.threads)
                     loss = kernel.train_chunk(idx, s, st.hprev, st.learning_rate * self.lr_scale)
                     if not math.isfinite(loss):
                         raise NonFiniteError(f"the loss became {loss} at chunk {st.chunks + 1}: "
@@ -114,6 +148,55 @@ class Trainer:
                     yield Record(st.chunks, st.chars_trained, loss, st.smooth_loss, model.vocab_size, T)
         finally:
             st.tail = np.ascontiguousarray(cps[s:], dtype=np.uint32)
+        model.grow(_unknown_chars(model, st.tail))
+
+    def _train_lanes(self, texts):
+        """`train` with B > 1 lanes: the rounds of the class docstring; the tail starts the round."""
+        model, st = self.model, self.model.state
+        B, T, D = st.lanes, st.seq_length, st.block
+        drop = _Dropper(model)
+        cps = drop(st.tail)
+        xs = np.empty((B, T + 1), dtype=np.int32)
+        span = np.arange(B)[:, None] * D + np.arange(T + 1)[None, :]   # (B, T+1): chunk 0 of each lane
+        kernel = None
+        try:
+            for text in itertools.chain([""], texts):
+                if not isinstance(text, str):
+                    raise TypeError(f"train() takes an iterable of str, got {type(text).__name__}")
+                if text:
+                    cps = np.concatenate([cps, drop(self._decoded(codepoints(text)))])
+                    st.tail = cps
+                    st.chars_seen += len(text)
+                while len(cps) >= (B - 1) * D + st.round_step * T + T + 1:
+                    chunk = cps[span + st.round_step * T]
+                    idx = model.vocabulary.lookup(chunk.reshape(-1))
+                    if (idx < 0).any():
+                        model.grow(_unknown_chars(model, chunk.reshape(-1)))
+                        idx = model.vocabulary.lookup(chunk.reshape(-1))
+                        kernel = None
+                    xs[:] = idx.reshape(B, T + 1)
+                    if kernel is None:
+                        kernel = model.kernel(T, train=True, lanes=B, threads=self.threads)
+                    loss = kernel.train_chunk(xs, 0, st.hlanes, st.learning_rate * self.lr_scale) / B
+                    if not math.isfinite(loss):
+                        raise NonFiniteError(f"the loss became {loss} at chunk {st.chunks + 1}: "
+                                             f"training stopped, the model was not updated")
+                    st.round_step += 1
+                    if st.round_step * T >= D:     # the round is trained: the next starts B * D on
+                        cps = cps[B * D:]
+                        st.round_step = 0
+                    st.tail = cps
+                    st.chunks += 1
+                    st.chars_trained += B * T
+                    R = st.reset_every
+                    if R and st.chars_trained // R != (st.chars_trained - B * T) // R:
+                        st.hlanes[:] = 0.0
+                    st.hprev[:] = st.hlanes[B - 1]    # generation and scoring start from the last lane's state
+                    st.smooth_loss = (loss if math.isnan(st.smooth_loss)
+                                      else 0.999 * st.smooth_loss + 0.001 * loss)
+                    yield Record(st.chunks, st.chars_trained, loss, st.smooth_loss, model.vocab_size, T)
+        finally:
+            st.tail = np.ascontiguousarray(cps, dtype=np.uint32)
         model.grow(_unknown_chars(model, st.tail))
 
     def _decoded(self, cps):
@@ -133,6 +216,30 @@ class Trainer:
             return ""
         chars = self.model.generate(seed, temperature, random_seed, fresh_state=fresh_state)
         return "".join(itertools.islice(chars, length))
+
+
+MAX_LANES = 4096
+DEFAULT_BLOCK = 4096   # characters a lane takes of each round of a stream (rounded down to seq_length)
+
+
+def default_threads():
+    """The cores this process may run on (os.sched_getaffinity where there is one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def check_threads(n):
+    """n if it is a usable thread count, else ValueError; more threads than cores is clamped with a warning."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    cores = default_threads()
+    if n > cores:
+        warnings.warn(f"threads={n} is more than the {cores} cores this process may use: using {cores}",
+                      CharstreamWarning, stacklevel=3)
+        return cores
+    return int(n)
 
 
 class _Dropper:
