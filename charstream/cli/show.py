@@ -67,8 +67,8 @@ class Printer:
     def _bar(self, report):
         width = shutil.get_terminal_size((80, 24)).columns
         eta = "" if report.eta_s is None else f"  {duration(report.eta_s)} left"
-        text = (f"chars {report.chars_trained:,}  {report.chars_per_s:,.0f}/s  "
-                f"{report.window_bits_per_char:.3f} bits/char{eta}")[:max(width - 32, 10)]   # never wraps
+        text = (f"{report.window_bits_per_char:.3f} bits/char{eta}  chars {report.chars_trained:,}  "
+                f"{report.chars_per_s:,.0f}/s")[:max(width - 34, 10)]   # the bar and text never wrap
         try:
             if self.bar is None:
                 self.bar = click.progressbar(length=STEPS, width=20, show_percent=True, show_eta=False,
@@ -83,10 +83,15 @@ class Printer:
 
     def close_line(self):
         """End the status line or bar, so what follows starts on its own line."""
-        if self._open_line:
+        if self._open_line and self.bar is not None:
+            try:
+                self.bar.render_finish()   # shows the cursor again, ends the line
+            except (OSError, ValueError):
+                self.stream = None
+        elif self._open_line:
             self._write("\n")
-            self._open_line = False
-            self.bar = None
+        self._open_line = False
+        self.bar = None
 
     def _write(self, s):
         if self.stream is None:
