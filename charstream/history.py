@@ -67,7 +67,7 @@ class History:
         """Merge the points that now fall in one interval of the new, larger `step`."""
         old, merged, start = self._step, [], None
         for p in self.points:
-            span = p[0] - start if start is not None else min(p[0], old)
+            span = p[0] - start if start is not None else p[0] - (p[0] // old - 1) * old   # from the step before
             key = -(-(p[0] // old * old) // step)   # the interval of `step` the point's own interval ends in
             if merged and merged[-1][0] == key:
                 k, q, w = merged[-1]

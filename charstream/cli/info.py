@@ -9,7 +9,7 @@ import click
 from ..facts import facts
 from .._kernel import ISA
 from ..scoring import LN2
-from .common import load_model, model_option, resolve_model_path
+from .common import load_model, model_option, resolve_model_path, show_warnings
 
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -64,6 +64,7 @@ def info(model_path, as_json):
       charstream info
       charstream info --model log.npz --json | jq .vocab_size
     """
+    show_warnings()
     path = resolve_model_path(model_path)
     d = describe(load_model(path), path)
     if as_json:
