@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("starlette", reason="the server extra is not installed: pip install '.[serve]'")
+from serving import require  # noqa: E402
+
+require("starlette")
+require("uvicorn")
 from starlette.testclient import TestClient  # noqa: E402
 
 from charstream.cli import main  # noqa: E402

@@ -12,7 +12,10 @@ import pytest
 
 import charstream
 
-pytest.importorskip("uvicorn", reason="the server extra is not installed: pip install '.[serve]'")
+from serving import require  # noqa: E402
+
+require("starlette")
+require("uvicorn")
 
 from charstream.server.app import create_app  # noqa: E402
 from serving import TIMEOUT, running, train_small, wait_until  # noqa: E402
