@@ -307,3 +307,12 @@ def test_page_is_self_contained(client):
     page = r.text
     assert "<script src" not in page and "<link" not in page and "http://" not in page and "https://" not in page
     assert len(page) < 20_000
+
+
+def test_generate_takes_prompt_and_its_old_spelling_seed(client, model_path):
+    want = "To be" + cli_text(model_path, "To be", 60, "--random-seed", 2)
+    for q in ("prompt=To+be", "seed=To+be"):
+        r = client.get(f"/generate?{q}&length=60&random_seed=2")
+        assert r.status_code == 200 and r.text == want, q
+    assert_error(client.get("/generate?prompt=a&seed=b"), 400, "seed", "invalid_value",
+                 "give prompt or its old spelling seed, not both")
