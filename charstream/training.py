@@ -12,7 +12,7 @@ import numbers
 import os
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from .cells import DEFAULTS
@@ -26,7 +26,7 @@ from .sources.dispatch import scheme_of
 from .sources.files import path_of
 from .trainer import Trainer
 
-NEW_MODEL = ("cell", "layers", "hidden_size", "random_seed", "vocab")   # options that only shape a new model
+NEW_MODEL = ("cell", "layers", "hidden_size", "random_seed", "vocab")   # options that only shape a new model (open_model's)
 
 
 @dataclass
@@ -170,8 +170,8 @@ class Training:
             lock = writer_lock(path)
         try:
             if path is not None:
-                model = open_model(path, hidden_size=o.hidden_size, random_seed=o.random_seed, max_vocab=o.max_vocab,
-                                   vocab=o.vocab, fixed_vocab=o.fixed_vocab, cell=o.cell, layers=o.layers)
+                model = open_model(path, max_vocab=o.max_vocab, fixed_vocab=o.fixed_vocab,
+                                   **{k: getattr(o, k) for k in NEW_MODEL})
             trainer = Trainer(model, o.seq_length, o.learning_rate, o.reset_every)
             fraction = DEFAULTS[model.cell].anneal if o.anneal is None else o.anneal
             schedule = Anneal(fraction, seconds=o.max_seconds, chars=o.max_chars)
@@ -289,8 +289,3 @@ def _where(sources):
     names = [s if isinstance(s, str) else (f"--listen {s.address}" if hasattr(s, "address") else "an iterable")
              for s in sources]
     return ", ".join(dict.fromkeys(names)) or "no source"
-
-
-def option_names():
-    """The names `train` takes as options, in order (Options' fields)."""
-    return [f.name for f in fields(Options)]

@@ -171,3 +171,23 @@ def test_the_page_streams_generation_with_its_controls_and_facts(tmp_path, shake
             assert urls and all(u.startswith(base + "/") for u in urls), [u for u in urls if not u.startswith(base)]
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize("cell,layers", [("gru", 1), ("lstm", 2)])
+def test_the_page_shows_every_cell_as_it_is(tmp_path, shakespeare, cell, layers):
+    sync_playwright = _browser_or_skip()
+    path = tmp_path / "cell.npz"
+    charstream.train([[shakespeare[:3000]]], model=path, cell=cell, layers=layers, hidden_size=12)
+    facts = charstream.facts(charstream.load(path))
+    with running(create_app(path)) as base, sync_playwright() as p:
+        browser, page = _launch(p)
+        try:
+            page.goto(base + "/")
+            page.wait_for_function(f"document.getElementById('facts').dataset.layers === '{layers}'")
+            shown = page.text_content("#facts")
+            for part in [f"cell {cell}", f"layers {layers}", "dtype float64", "H 12", f"V {facts['vocab_size']}",
+                         f"parameters {facts['parameters']:,}", f"characters trained {facts['chars_trained']:,}"]:
+                assert part in shown, shown
+            assert page.get_attribute("#curve", "data-points") == str(len(facts["history"])) == "2"
+        finally:
+            browser.close()

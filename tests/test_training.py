@@ -204,3 +204,14 @@ def test_import_never_exits_the_process(tmp_path):
     r = subprocess.run([os.sys.executable, str(tmp_path / "prog.py"), "charstream", "train"], cwd=tmp_path,
                        env=dict(os.environ, CHARSTREAM_ISA="avx3"), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("caught: CHARSTREAM_ISA=avx3: unknown kernel path"), r
+
+
+def test_every_option_of_the_command_is_an_option_of_train_by_the_same_name():
+    """Adding an option is one click option and one Options field: the command passes the rest on."""
+    from dataclasses import fields
+    from charstream.cli.train import train as command
+    own = {"sources", "model_path", "listen", "sample_every"}   # the command's: where, TCP, the terminal
+    assert {p.name for p in command.params} - own == {f.name for f in fields(charstream.Options)}
+    for p in command.params:
+        if p.name not in own and p.name != "fixed_vocab":
+            assert p.opts[0] == "--" + p.name.replace("_", "-")

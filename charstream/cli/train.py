@@ -42,7 +42,7 @@ from .show import Printer
 @click.option("--max-vocab", type=click.IntRange(min=1), default=None, metavar="N",
               help=f"Most characters the vocabulary may hold (default {DEFAULT_MAX_VOCAB} for a new model, "
                    f"else the model's); later new characters are read as U+FFFD.")
-@click.option("--vocab", "initial_vocab", default=None, metavar="CHARS",
+@click.option("--vocab", default=None, metavar="CHARS",
               help="The characters a new model starts with, in this order.")
 @click.option("--fixed-vocab/--open-vocab", default=None,
               help="Never grow the vocabulary (characters outside it become U+FFFD if it has U+FFFD, else "
@@ -59,13 +59,9 @@ from .show import Printer
               help="Stop after this many seconds, and save.")
 @click.option("--max-chars", type=click.IntRange(min=1), default=None,
               help="Stop after reading this many characters, and save.")
-@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--log", type=click.Path(dir_okay=False), default=None,
               help="Append one line per progress report to this file (CSV if it ends in .csv, else JSON lines).")
-def train(sources, model_path, cell, layers, hidden_size, seq_length, learning_rate, anneal, random_seed, reset_every,
-          listen,
-          max_vocab,
-          initial_vocab, fixed_vocab, checkpoint_every, report_every, sample_every, passes, max_seconds,
-          max_chars, log_path):
+def train(sources, model_path, listen, sample_every, **options):
     """Train a model on SOURCEs as the text arrives, in order, as one stream: paths, - for stdin
     (the default), tcp://HOST:PORT (until the peer closes), file://PATH, or SCHEME://... for a
     plugin's scheme (see `charstream plugins`).
@@ -87,7 +83,7 @@ def train(sources, model_path, cell, layers, hidden_size, seq_length, learning_r
     """
     show_warnings()
     sources = list(sources or (() if listen else ("-",)))
-    if listen and passes > 1:
+    if listen and options["passes"] > 1:
         raise click.BadParameter("--listen is a stream, which cannot be read twice", param_hint="--passes")
     try:
         for source in sources:
@@ -101,10 +97,7 @@ def train(sources, model_path, cell, layers, hidden_size, seq_length, learning_r
     path = resolve_model_path(model_path)
     printer = Printer(sample_every=sample_every)
     interrupts = Interrupts()
-    options = dict(cell=cell, layers=layers, hidden_size=hidden_size, random_seed=random_seed, vocab=initial_vocab,
-                   max_vocab=max_vocab, fixed_vocab=fixed_vocab, seq_length=seq_length, learning_rate=learning_rate,
-                   reset_every=reset_every, anneal=anneal, passes=passes, max_seconds=max_seconds,
-                   max_chars=max_chars, checkpoint_every=checkpoint_every, report_every=report_every, log=log_path)
+    # every other option is charstream.train's, by the same name (charstream.training.Options)
     run = None
     with interrupts.installed():
         try:
@@ -126,7 +119,7 @@ def train(sources, model_path, cell, layers, hidden_size, seq_length, learning_r
                 "interrupted before any text arrived: nothing saved")
             raise SystemExit(exit_code(e))
     printer.close_line()
-    stopped = f"stopped after --max-seconds {max_seconds:g}" if summary.stopped == "max_seconds" else None
+    stopped = f"stopped after --max-seconds {options['max_seconds']:g}" if summary.stopped == "max_seconds" else None
     if summary.chars_seen == 0:   # a budget ran out before any text came: not an error
         say(f"{stopped}: no text arrived from {where}, the model was not changed")
         return
