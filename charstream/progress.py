@@ -5,7 +5,7 @@ import itertools
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .scoring import LN2
@@ -35,8 +35,7 @@ class Report:
     model: Any = field(repr=False, compare=False, default=None)   # the live model (whole: sample it if you like)
 
     def log_row(self):
-        d = asdict(self)
-        return {k: d[k] for k in LOG_FIELDS}
+        return {k: getattr(self, k) for k in LOG_FIELDS}   # not asdict: it would deep-copy the model
 
 
 class Extent:

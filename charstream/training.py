@@ -114,7 +114,8 @@ def train(sources, model, progress=None, interrupts=None, **options):
 
 class Training:
     """One run of `train`, as an object: after a KeyboardInterrupt (or another BaseException) `saved`
-    tells whether the model file holds what arrived before it (False: nothing had arrived)."""
+    tells whether the model file was saved on the way out. That needs `interrupts` (signals deferred
+    while the model is mid-update, as the command does); without it the file keeps its last checkpoint."""
 
     def __init__(self, sources, model, progress=None, interrupts=None, **options):
         try:
@@ -240,12 +241,12 @@ class Training:
             raise CharstreamError(_kept(f"out of memory (seq length {trainer.seq_length}, hidden size "
                                         f"{model.hidden_size})", checkpoint)) from None
         except BaseException:   # Ctrl-C, SIGTERM: save what arrived, then let the exception go on
-            if guard:
+            if guard:   # signals were deferred while the model was mid-update: it is whole, save it
                 guard.stop()   # a second signal must not cut the save short
-            if checkpoint is not None and st.chars_seen > seen0:
-                checkpoint.save()
-                self.saved = True
-            raise
+                if checkpoint is not None and st.chars_seen > seen0:
+                    checkpoint.save()
+                    self.saved = True
+            raise   # without a guard it may have landed mid-update: the file keeps its last checkpoint
         finally:
             if log is not None:
                 log.close()
