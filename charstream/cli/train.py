@@ -50,7 +50,8 @@ from .show import Printer
 @click.option("--checkpoint-every", type=FiniteFloat(min=0), default=60.0, show_default=True,
               metavar="SECONDS", help="Save the model this often while training (0: only at the end).")
 @click.option("--report-every", type=FiniteFloat(min=0), default=2.0, show_default=True,
-              metavar="SECONDS", help="Print progress to stderr this often.")
+              metavar="SECONDS", help="Print progress to stderr this often, and when the input goes quiet after "
+                   "training (with how far and the time left when the run's length is known).")
 @click.option("--sample-every", type=FiniteFloat(min=0), default=30.0, show_default=True,
               metavar="SECONDS", help="Print a sample of the live model this often (0: never).")
 @click.option("--passes", type=click.IntRange(min=1), default=1, show_default=True,
@@ -69,7 +70,8 @@ def train(sources, model_path, listen, sample_every, **options):
     A new model is created unless the model file exists, in which case training resumes it exactly
     where it stopped. The model is saved at the end of the stream, every --checkpoint-every seconds
     and on Ctrl-C or SIGTERM. One process at a time trains a model; `generate` can read it meanwhile.
-    Progress goes to stderr.
+    Progress goes to stderr: a progress bar on a terminal when the run's length is known, else
+    one line per report.
 
     \b
     Examples:
