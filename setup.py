@@ -17,6 +17,7 @@ from setuptools.errors import CompileError
 
 # CHARSTREAM_PORTABLE=1 builds the baseline path only (one module, a third of the build time).
 # CHARSTREAM_DEBUG=1 turns bounds checking back on and drops optimisation, on every path.
+# CHARSTREAM_NO_OPENMP=1 builds without OpenMP (one thread), as a compiler without it would.
 portable = os.environ.get("CHARSTREAM_PORTABLE", "") not in ("", "0")
 debug = os.environ.get("CHARSTREAM_DEBUG", "") not in ("", "0")
 
@@ -62,6 +63,12 @@ class build_paths(build_ext):
             self.extensions = [e for e in self.extensions if not e.name.endswith(("_avx512", "_avx2"))]
             return super().build_extensions()
         strict = self._compiles([], strict=True)    # -Werror, unless the default flags already warn
+        # OpenMP for LaneKernel's threads where the compiler has it (gcc's libgomp, clang with libomp);
+        # without it (Apple's clang) the kernel builds and runs on one thread (`charstream --version`).
+        openmp = [] if os.environ.get("CHARSTREAM_NO_OPENMP", "") not in ("", "0") else \
+            next((f for f in (["-fopenmp"],) if self._links_openmp(f)), [])
+        if not openmp:
+            print("charstream: no OpenMP: the kernel will run on one thread", file=sys.stderr)
         kept = []
         for ext in self.extensions:
             path = ext.name.rsplit("_", 1)[1] if ext.name.startswith("charstream._rnn_step_") else "baseline"
@@ -72,9 +79,25 @@ class build_paths(build_ext):
                 continue
             flags += [f for f in optional if self._compiles(flags + [f], strict)]
             ext.extra_compile_args = ext.extra_compile_args + flags
+            if ext.name.startswith("charstream._rnn_step_"):
+                ext.extra_compile_args += openmp
+                ext.extra_link_args = list(ext.extra_link_args) + openmp
             kept.append(ext)
         self.extensions = kept
         super().build_extensions()
+
+    def _links_openmp(self, flags):
+        """Whether a program using omp_get_max_threads compiles and links with these flags."""
+        with tempfile.TemporaryDirectory() as d:
+            src = os.path.join(d, "omp.c")
+            with open(src, "w") as f:
+                f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+            try:
+                objs = self.compiler.compile([src], output_dir=d, extra_postargs=flags)
+                self.compiler.link_executable(objs, os.path.join(d, "omp"), extra_postargs=flags)
+            except Exception:
+                return False
+        return True
 
     def _compiles(self, flags, strict):
         """Whether the compiler builds an empty function with these flags (warnings count as refusals when strict)."""
@@ -89,7 +112,9 @@ class build_paths(build_ext):
         return True
 
 
-extensions = [kernel(p) for p in (["baseline"] if portable else PATHS)]
+# CHARSTREAM_PATHS=avx2,baseline builds only those paths (a quicker build while working on the kernel).
+only = [p for p in os.environ.get("CHARSTREAM_PATHS", "").split(",") if p]
+extensions = [kernel(p) for p in (["baseline"] if portable else only or PATHS)]
 # the CPU probe: the baseline's flags (it must load on any CPU)
 extensions.append(Extension("charstream._cpu", ["ext/_cpu.pyx"], depends=["ext/cpu.h"], include_dirs=["ext"],
                             extra_compile_args=list(cflags)))

@@ -55,7 +55,9 @@ AVAILABLE = [p for p in BUILT if p in _runnable]      # built and runnable on th
 ISA = choose(os.environ.get(ENV, "").strip().lower(), BUILT, _runnable)   # the path in use
 
 if TYPE_CHECKING:
-    from ._rnn_step import CellKernel, Kernel   # the stub, charstream/_rnn_step.pyi: every path's Kernel has its API
+    from ._rnn_step import CellKernel, Kernel, LaneKernel, openmp   # the stub, charstream/_rnn_step.pyi
 else:
     Kernel = module(ISA).Kernel
     CellKernel = module(ISA).CellKernel
+    LaneKernel = module(ISA).LaneKernel
+    openmp = module(ISA).openmp

@@ -6,6 +6,8 @@ from libc.math cimport log
 from libc.string cimport memset, memcpy
 from libc.stdint cimport uint64_t
 
+import math
+
 import numpy as np
 
 cdef extern from "kernels.h" nogil:
@@ -616,3 +618,4 @@ def _check(a, name, shape):
 
 
 include "cells.pxi"
+include "lanes.pxi"

@@ -47,102 +47,17 @@ static inline void cs_putw(double *p, cs_vw v, int add) { if (add) v += cs_loadw
 #define CS_PANELS 0
 #endif
 
-/* c[j0:N] (+)= a[::acs][:K] @ B[:K, j0:N], one column at a time. */
-static inline void cs_gemm_tail(double *c, const double *a, ptrdiff_t acs, const double *B,
-                                ptrdiff_t ldb, ptrdiff_t K, ptrdiff_t j0, ptrdiff_t N, int add)
-{
-    for (ptrdiff_t j = j0; j < N; j++) {
-        double s = 0.0;
-        for (ptrdiff_t k = 0; k < K; k++)
-            s += a[k * acs] * B[k * ldb + j];
-        c[j] = add ? c[j] + s : s;
-    }
-}
-
-static inline void cs_gemm_acc(double *C, ptrdiff_t ldc, const double *A, ptrdiff_t ars, ptrdiff_t acs,
-                               const double *B, ptrdiff_t ldb, ptrdiff_t M, ptrdiff_t K, ptrdiff_t N, int add)
-{
-    ptrdiff_t i = 0;
-#ifdef CS_VECTOR
-    const ptrdiff_t W = CS_W;
-    ptrdiff_t N16 = N - N % (4 * W), N4 = N - N % 4;
-    /* 4 rows x 4 vectors of C in 16 vector registers: per k, 4 loads of B and 4 broadcasts of A
-     * feed 16 vector FMAs. */
-    for (; i + 4 <= M; i += 4) {
-        const double *a = A + i * ars;
-        for (ptrdiff_t j = 0; j < N16; j += 4 * W) {
-            cs_vw c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0};
-            cs_vw c10 = {0}, c11 = {0}, c12 = {0}, c13 = {0};
-            cs_vw c20 = {0}, c21 = {0}, c22 = {0}, c23 = {0};
-            cs_vw c30 = {0}, c31 = {0}, c32 = {0}, c33 = {0};
-            for (ptrdiff_t k = 0; k < K; k++) {
-                const double *b = B + k * ldb + j;
-                cs_vw b0 = cs_loadw(b), b1 = cs_loadw(b + W), b2 = cs_loadw(b + 2 * W), b3 = cs_loadw(b + 3 * W);
-                double a0 = a[k * acs], a1 = a[ars + k * acs], a2 = a[2 * ars + k * acs],
-                       a3 = a[3 * ars + k * acs];
-                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
-                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
-                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
-                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
-            }
-            double *c = C + i * ldc + j;
-            cs_putw(c, c00, add); cs_putw(c + W, c01, add); cs_putw(c + 2 * W, c02, add); cs_putw(c + 3 * W, c03, add);
-            c += ldc;
-            cs_putw(c, c10, add); cs_putw(c + W, c11, add); cs_putw(c + 2 * W, c12, add); cs_putw(c + 3 * W, c13, add);
-            c += ldc;
-            cs_putw(c, c20, add); cs_putw(c + W, c21, add); cs_putw(c + 2 * W, c22, add); cs_putw(c + 3 * W, c23, add);
-            c += ldc;
-            cs_putw(c, c30, add); cs_putw(c + W, c31, add); cs_putw(c + 2 * W, c32, add); cs_putw(c + 3 * W, c33, add);
-        }
-        for (ptrdiff_t j = N16; j < N4; j += 4) {
-            cs_v4 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-            for (ptrdiff_t k = 0; k < K; k++) {
-                cs_v4 b0 = cs_load(B + k * ldb + j);
-                c0 += a[k * acs] * b0; c1 += a[ars + k * acs] * b0;
-                c2 += a[2 * ars + k * acs] * b0; c3 += a[3 * ars + k * acs] * b0;
-            }
-            double *c = C + i * ldc + j;
-            cs_put(c, c0, add); cs_put(c + ldc, c1, add); cs_put(c + 2 * ldc, c2, add); cs_put(c + 3 * ldc, c3, add);
-        }
-        for (ptrdiff_t q = 0; q < 4; q++)
-            cs_gemm_tail(C + (i + q) * ldc, a + q * ars, acs, B, ldb, K, N4, N, add);
-    }
-    for (; i < M; i++) {
-        const double *a = A + i * ars;
-        for (ptrdiff_t j = 0; j < N16; j += 4 * W) {
-            cs_vw c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-            for (ptrdiff_t k = 0; k < K; k++) {
-                const double *b = B + k * ldb + j;
-                double a0 = a[k * acs];
-                c0 += a0 * cs_loadw(b); c1 += a0 * cs_loadw(b + W);
-                c2 += a0 * cs_loadw(b + 2 * W); c3 += a0 * cs_loadw(b + 3 * W);
-            }
-            double *c = C + i * ldc + j;
-            cs_putw(c, c0, add); cs_putw(c + W, c1, add); cs_putw(c + 2 * W, c2, add); cs_putw(c + 3 * W, c3, add);
-        }
-        for (ptrdiff_t j = N16; j < N4; j += 4) {
-            cs_v4 c0 = {0};
-            for (ptrdiff_t k = 0; k < K; k++)
-                c0 += a[k * acs] * cs_load(B + k * ldb + j);
-            cs_put(C + i * ldc + j, c0, add);
-        }
-        cs_gemm_tail(C + i * ldc, a, acs, B, ldb, K, N4, N, add);
-    }
-#else
-    /* without AVX (the baseline path), rows of B added into a row of C: gcc vectorises it with SSE2 */
-    for (; i < M; i++) {
-        double *c = C + i * ldc;
-        if (!add)
-            memset(c, 0, N * sizeof(double));
-        for (ptrdiff_t k = 0; k < K; k++) {
-            double a = A[i * ars + k * acs];
-            const double *b = B + k * ldb;
-            for (ptrdiff_t j = 0; j < N; j++)
-                c[j] += a * b[j];
-        }
-    }
-#endif
-}
+/* cs_gemm_acc (double) and cs_gemm_acc_f (float): one source, ext/gemm.h, instantiated per type. */
+#define CS_REAL double
+#define CS_NAME(x) x
+#include "gemm.h"
+#undef CS_REAL
+#undef CS_NAME
+#define CS_REAL float
+#define CS_NAME(x) x##_f
+#include "gemm.h"
+#undef CS_REAL
+#undef CS_NAME
 
 /* Equivalent to `y[:8 * nb] = A @ x[:n]` for A packed in panels of 8 rows, P[(b * n + j) * 8 + r] =
  * A[8 * b + r, j] (cs_pack): one sequential stream of weights, four partial sums per row (j mod 4)

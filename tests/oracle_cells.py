@@ -6,7 +6,7 @@ from charstream import cells
 
 
 def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+    return 1 / (1 + np.exp(-x))
 
 
 def _layer_params(p, l):
@@ -64,7 +64,7 @@ def split(cell, layers, H, state):
     out = []
     for l in range(layers):
         s = state[l * S * H:(l + 1) * S * H]
-        out.append((s[:H].copy(), s[H:2 * H].copy() if cell == "lstm" else np.zeros(H)))
+        out.append((s[:H].copy(), s[H:2 * H].copy() if cell == "lstm" else np.zeros(H, dtype=state.dtype)))
     return out
 
 
@@ -73,13 +73,14 @@ def join(cell, states):
 
 
 def loss_fun(cell, layers, p, inputs, targets, state):
-    """Summed cross-entropy, gradients (keyed like p) and the last flat state."""
+    """Summed cross-entropy, gradients (keyed like p) and the last flat state, in p's dtype (float32
+    arrays give the float32 oracle)."""
     V, H = p["Why"].shape
     st = split(cell, layers, H, state)
     caches, ins, hs, cs, ps = [], [], [], [], []
     loss = 0.0
     for t in range(len(inputs)):
-        x = np.zeros(V)
+        x = np.zeros(V, dtype=p["Why"].dtype)
         x[inputs[t]] = 1
         layer_in, row = x, []
         for l in range(layers):
@@ -95,8 +96,8 @@ def loss_fun(cell, layers, p, inputs, targets, state):
         hs.append(layer_in)
         loss += -np.log(ps[-1][targets[t]])
     g = {k: np.zeros_like(v) for k, v in p.items()}
-    dhnext = [np.zeros(H) for _ in range(layers)]
-    dcnext = [np.zeros(H) for _ in range(layers)]
+    dhnext = [np.zeros(H, dtype=p["Why"].dtype) for _ in range(layers)]
+    dcnext = [np.zeros(H, dtype=p["Why"].dtype) for _ in range(layers)]
     for t in reversed(range(len(inputs))):
         dy = ps[t].copy()
         dy[targets[t]] -= 1
@@ -148,7 +149,7 @@ def evaluate(cell, layers, p, xs, state):
 def advance(cell, layers, p, st, ix):
     """Every layer one step on input index ix."""
     V = p["Why"].shape[0]
-    x = np.zeros(V)
+    x = np.zeros(V, dtype=p["Why"].dtype)
     x[ix] = 1
     out = []
     for l in range(layers):
@@ -157,3 +158,15 @@ def advance(cell, layers, p, st, ix):
         out.append((hn, cn))
         x = hn
     return out
+
+
+def loss_fun_lanes(cell, layers, p, xs, states):
+    """The lanes' summed loss, their mean gradient and last states: `loss_fun` on each row of xs
+    (B, n+1) from each row of states (B, S)."""
+    loss, total, out = 0.0, None, []
+    for b in range(len(xs)):
+        lb, g, st = loss_fun(cell, layers, p, xs[b, :-1], xs[b, 1:], states[b])
+        loss += lb
+        total = g if total is None else {k: total[k] + g[k] for k in g}
+        out.append(st)
+    return loss, {k: v / len(xs) for k, v in total.items()}, np.stack(out)
