@@ -261,3 +261,12 @@ def test_one_name_per_meaning_with_the_old_spellings_kept():
         a.generate(prompt="a", seed="b")
     assert charstream.Trainer(a).sample(30, prompt="ab", random_seed=3) == \
         charstream.Trainer(a).sample(30, seed="ab", random_seed=3)
+
+
+def test_the_facts_read_the_dtype_of_a_model_that_has_one():
+    m = charstream.Model("ab", hidden_size=4, cell="gru", layers=2)
+    f = charstream.facts(m)
+    assert (f["cell"], f["layers"], f["dtype"], f["hidden_size"], f["vocab_size"]) == ("gru", 2, "float64", 4, 2)
+    assert f["parameters"] == sum(v.size for v in m.params.values()) and f["format_version"] is None
+    m.dtype = np.float32   # as float32 models will say
+    assert charstream.facts(m)["dtype"] == "float32"
