@@ -143,7 +143,8 @@ def test_a_quiet_stream_reports_what_trained_then(tmp_path, shakespeare):
 def test_the_command_reports_a_burst_while_the_pipe_stays_open(tmp_path, shakespeare):
     """`head -c N corpus | (cat; sleep 30) | charstream train -`: the report of the burst comes while
     the pipe is still open."""
-    proc = popen(cli("train", "-", "--model", tmp_path / "m.npz", "--hidden-size", "8", "--sample-every", "0"),
+    proc = popen(cli("train", "-", "--model", tmp_path / "m.npz", "--hidden-size", "8", "--sample-every", "0",
+                     "--report-every", "1000"),   # no timed report: only the quiet pipe can bring one
                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         proc.stdin.write(shakespeare[:20000].encode())
