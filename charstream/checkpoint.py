@@ -69,7 +69,7 @@ def open_model(path, hidden_size=None, random_seed=None, max_vocab=None, vocab=N
         except ValueError as e:
             raise OptionError(str(e), option) from None
     try:
-        return Model(dict.fromkeys(vocab or ""), hidden_size, seed=random_seed,
+        return Model(dict.fromkeys(vocab or ""), hidden_size, random_seed=random_seed,
                      max_vocab=max_vocab or DEFAULT_MAX_VOCAB, fixed_vocab=bool(fixed_vocab),
                      cell=cell or "rnn", layers=layers or 1)
     except ValueError as e:   # what is left to refuse is the initial vocabulary

@@ -1,4 +1,4 @@
-"""The model: a vanilla character RNN's vocabulary, parameters, training state and generator."""
+"""The model: a character-level RNN, GRU or LSTM (stacked or not): its vocabulary, parameters, training state, curve and generator."""
 import itertools
 import math
 import numbers
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cells, samplers, store
+from .history import History
 from .scoring import score, score_adaptive
 from ._kernel import CellKernel, Kernel, LaneKernel
 from .errors import CharstreamWarning, ModelFileError
@@ -52,20 +53,25 @@ def check_dtype(dtype):
 
 
 class Model:
-    """A character RNN: `h = tanh(Wxh x + Whh hprev + bh)`, `y = Why h + by`, softmax over `vocab`.
+    """A character-level model of `cell` ("rnn": min-char-rnn's `h = tanh(Wxh x + Whh hprev + bh)`,
+    "gru" or "lstm"), `layers` deep, `y = Why h + by`, softmax over `vocab` (charstream.cells has each
+    cell's table of parameters and shapes).
 
-    `params` holds C-contiguous arrays Wxh (H, V), Whh (H, H), Why (V, H), bh (H,), by (V,) for the
-    rnn (charstream.cells has every cell's table), the very arrays training updates, all of `dtype`:
-    float64 (the default, min-char-rnn's) or float32 (half the bytes, twice the vector width). `seed` seeds the model's own generator, which draws the initial
-    weights and the weights of characters that join the vocabulary later.
+    `params` holds the C-contiguous arrays training updates: for one rnn layer Wxh (H, V), Whh (H, H),
+    Why (V, H), bh (H,), by (V,) (charstream.cells has every cell's table), all of `dtype`: float64
+    (the default, min-char-rnn's) or float32 (half the bytes, twice the vector width). `random_seed`
+    (old spelling: `seed`) seeds the model's own generator, which draws the initial weights and the
+    weights of characters that join the vocabulary later. `history` is the training curve
+    (charstream.history).
 
     The vocabulary grows from the stream up to `max_vocab` characters; past that, new characters map
     to UNK (U+FFFD), which takes the last slot. With `fixed_vocab=True` it never grows: characters
     outside it map to U+FFFD if the vocabulary holds it, else they are skipped with one warning.
     """
 
-    def __init__(self, vocab, hidden_size=None, seed=None, max_vocab=DEFAULT_MAX_VOCAB, fixed_vocab=False,
-                 cell="rnn", layers=1, dtype="float64"):
+    def __init__(self, vocab, hidden_size=None, random_seed=None, max_vocab=DEFAULT_MAX_VOCAB, fixed_vocab=False,
+                 cell="rnn", layers=1, dtype="float64", *, seed=None):
+        random_seed = _alias(random_seed, seed, "random_seed", "seed")
         self.cell, self.layers = cells.check(cell, layers)
         dtype = check_dtype(dtype)
         defaults = cells.DEFAULTS[self.cell]
@@ -79,7 +85,7 @@ class Model:
             raise ValueError("vocab holds a lone surrogate (not a character of any UTF-8 text; "
                              "invalid bytes are read as U+FFFD)")
         self.vocabulary = Vocab(chars, max_vocab, fixed_vocab)
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(random_seed)
         self.file_format_version = None   # the version of the file it was loaded from, if any
         H = int(hidden_size)
         # drawn in float64 whatever the dtype (the same draws), then rounded once to float32
@@ -89,6 +95,7 @@ class Model:
                                 seq_length=defaults.seq_length, learning_rate=defaults.learning_rate)
         if "v" in cells.slots(self.cell):
             self.state.moments = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.history = History()   # the training curve (charstream.history), saved with the model
 
     def _table(self, V=None, H=None):
         """This model's rows of the cell's parameter table (charstream.cells)."""
@@ -202,10 +209,11 @@ class Model:
         live state too; a trained RNN started from zeros can fall into a state training never saw)."""
         return np.zeros_like(self.state.hprev) if fresh_state else self.state.hprev.copy()
 
-    def generate_blocks(self, seed="", temperature=1.0, random_seed=None, first_block=32, max_block=4096,
-                        sampler=None, top_k=None, top_p=None, fresh_state=False, length=None):
+    def generate_blocks(self, prompt="", temperature=1.0, random_seed=None, first_block=32, max_block=4096,
+                        sampler=None, top_k=None, top_p=None, fresh_state=False, length=None, *, seed=None):
         """Like `generate`, but yields the continuation as strings of growing length (cheaper to print):
         first_block, then twice as many ... up to max_block characters."""
+        prompt = _alias(prompt if prompt != "" else None, seed, "prompt", "seed") or ""
         if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
                 or not math.isfinite(temperature) or temperature <= 0:
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
@@ -217,7 +225,7 @@ class Model:
             raise ValueError("the model has an empty vocabulary: train it on some text first")
         kernel = self.kernel()
         h = self.start_state(fresh_state)
-        kernel.step(self.encode(seed, "the seed"), h)
+        kernel.step(self.encode(prompt, "the prompt"), h)
         rng = np.random.default_rng(random_seed)
         path = samplers.compiled_path(pick, top_k, top_p)
         if path is not None:
@@ -229,9 +237,10 @@ class Model:
         return samplers.pick_blocks(self.vocabulary, kernel, h, float(temperature), name, pick, top_k, top_p,
                                     rng, samplers.block_sizes(first_block, max_block, length), max_block)
 
-    def generate(self, seed="", temperature=1.0, random_seed=None, sampler=None, top_k=None, top_p=None,
-                 fresh_state=False, length=None):
-        """An iterator of one-character strings, endless unless `length` says how many: `seed` primes
+    def generate(self, prompt="", temperature=1.0, random_seed=None, sampler=None, top_k=None, top_p=None,
+                 fresh_state=False, length=None, *, seed=None):
+        """An iterator of one-character strings, endless unless `length` says how many: `prompt` (old
+        spelling: `seed`, the CLI's `--seed`) primes
         the hidden state training left (a zero state with `fresh_state=True`), then each step picks
         the next character from `softmax(y / temperature)` and yields it. The same `random_seed` gives
         the same text, whatever the length (`length=n` is the first n characters of the endless
@@ -242,7 +251,8 @@ class Model:
         plugin's) or a callable `(probs, rng) -> int`; `top_k` / `top_p` cut probs to the k most
         probable characters / to the nucleus of mass p before it picks (see `charstream.samplers`).
         """
-        blocks = self.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p,
+        prompt = _alias(prompt if prompt != "" else None, seed, "prompt", "seed") or ""
+        blocks = self.generate_blocks(prompt, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p,
                                       fresh_state=fresh_state, length=length)
         return itertools.chain.from_iterable(blocks)   # C-level: about 2% faster than a generator expression
 
@@ -266,7 +276,7 @@ class Model:
         """The model saved at `path`; ModelFileError saying what is wrong with any other file."""
         meta, arrays = store.read(path)
         try:
-            return cls.from_arrays(meta, arrays)
+            return cls.from_arrays(meta, arrays, where=path)
         except ValueError as e:
             raise ModelFileError(f"{path}: corrupt model file ({e})") from None
 
@@ -294,6 +304,7 @@ class Model:
             meta.update(lanes=st.lanes, block=st.block, round_step=st.round_step)
         if st.moments:
             meta["steps"] = int(st.steps[0])
+        meta.update(self.history.to_meta())
         arrays = dict(self.params)
         arrays.update({"m" + k: v for k, v in st.mem.items()})
         arrays.update({"v" + k: v for k, v in st.moments.items()})
@@ -304,8 +315,9 @@ class Model:
         return meta, arrays
 
     @classmethod
-    def from_arrays(cls, meta, arrays):
-        """The model `to_arrays` described (as `charstream.store.read` returns it, checked)."""
+    def from_arrays(cls, meta, arrays, where="the model file"):
+        """The model `to_arrays` described (as `charstream.store.read` returns it, checked); a malformed
+        training history is dropped with a CharstreamWarning naming `where`."""
         model = cls.__new__(cls)
         model.cell, model.layers = cells.check(meta["cell"], meta["layers"])
         model.vocabulary = Vocab(list(to_text(arrays["vocab"])), meta["max_vocab"], meta["fixed_vocab"])
@@ -328,7 +340,17 @@ class Model:
         if meta.get("lanes", 1) > 1:
             model.state.lanes, model.state.block = meta["lanes"], meta["block"]
             model.state.round_step, model.state.hlanes = meta["round_step"], arrays["hlanes"]
+        model.history = History.from_meta(meta, where)
         return model
+
+
+def _alias(value, old, name, old_name):
+    """`value`, or the same option given by its old name; TypeError if both are."""
+    if old is None:
+        return value
+    if value is not None:
+        raise TypeError(f"give {name} or its old spelling {old_name}, not both")
+    return old
 
 
 def _sample_blocks(vocab, kernel, h, temperature, rng, sizes, max_block, greedy=False, top_k=0):

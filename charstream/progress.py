@@ -1,12 +1,12 @@
-"""Training progress on stderr (characters, chars/s, loss in nats and bits per char, live samples)
-and, optionally, a loss log of one CSV or JSON line per report."""
+"""Training progress as figures: when a report is due, what it says (loss, speed, how far, time left), and the loss log."""
 import collections
 import csv
 import itertools
 import json
 import math
-import sys
 import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from .scoring import LN2
 
@@ -14,97 +14,148 @@ LOG_FIELDS = ("time", "elapsed_s", "chars_seen", "chars_trained", "chunks", "smo
               "window_bits_per_char", "chars_per_s", "vocab_size")
 
 
-class Progress:
-    """Reports every `every` seconds; a sample of the live model every `sample_every` seconds.
+@dataclass(frozen=True)
+class Report:
+    """One progress report of `charstream.train` (the loss log's fields, then how far the run is)."""
 
-    Each chunk's loss is computed before the chunk trains, so the window figure (mean over the last
-    `window` chunks) is an honest test-then-train score of the stream. On a terminal the status line
-    is rewritten in place; otherwise each report is a plain line. `log` is an open text file that
-    gets one row per report (CSV when `log_format` is "csv", else JSON lines).
+    time: float                   # Unix seconds
+    elapsed_s: float              # seconds since the run began
+    chars_seen: int               # characters received in all, read-ahead included
+    chars_trained: int            # characters trained in all
+    chunks: int                   # chunks trained in all
+    smooth_nats_per_char: float   # min-char-rnn's smoothed loss, per character
+    window_nats_per_char: float   # mean loss over the last `window` chunks
+    window_bits_per_char: float
+    chars_per_s: float            # characters trained per second in this run
+    vocab_size: int
+    window: int                   # chunks in the window figure
+    fraction: Optional[float]     # how far through the run, 0 to 1 (None: a stream of unknown length)
+    eta_s: Optional[float]        # seconds left, estimated (None: unknown)
+    idle: bool                    # reported because the stream went quiet
+    model: Any = field(repr=False, compare=False, default=None)   # the live model (whole: sample it if you like)
+
+    def log_row(self):
+        return {k: getattr(self, k) for k in LOG_FIELDS}   # not asdict: it would deep-copy the model
+
+
+class Extent:
+    """How far a run is through whichever of its known totals is furthest along: seconds
+    (--max-seconds), characters read (--max-chars), bytes of the file sources (their sizes times
+    --passes; bytes read are counted as the UTF-8 of the text trained on)."""
+
+    def __init__(self, max_seconds=None, max_chars=None, total_bytes=None):
+        self.max_seconds, self.max_chars, self.total_bytes = max_seconds, max_chars, total_bytes
+        self.chars_read = self.bytes_read = 0   # this run's, counted as the trainer pulls text
+
+    @property
+    def known(self):
+        return any(x is not None for x in (self.max_seconds, self.max_chars, self.total_bytes))
+
+    def counted(self, texts):
+        """`texts`, counted as they are taken (by the trainer: after the text before has trained)."""
+        try:
+            for text in texts:
+                self.chars_read += len(text)
+                if self.total_bytes is not None:
+                    self.bytes_read += len(text.encode("utf-8", "surrogatepass"))
+                yield text
+        finally:
+            close = getattr(texts, "close", None)
+            if close is not None:
+                close()
+
+    def estimate(self, elapsed, chars_trained):
+        """(fraction done, seconds left) after `elapsed` seconds and `chars_trained` characters
+        trained in this run; (None, None) without a known total."""
+        fractions, left = [], []
+        if self.max_seconds is not None:
+            fractions.append(elapsed / self.max_seconds)
+            left.append(max(self.max_seconds - elapsed, 0.0))
+        totals = [self.max_chars] if self.max_chars else []
+        if self.total_bytes and self.bytes_read:   # a file's characters, from its bytes per character so far
+            totals.append(self.total_bytes * self.chars_read / self.bytes_read)
+        for total in totals:
+            f = min(chars_trained / total, 1.0)
+            fractions.append(f)
+            left.append(elapsed * (1 - f) / f if f > 0 else math.inf)
+        if not fractions:
+            return None, None
+        eta = min(left)
+        return min(max(fractions), 1.0), (None if math.isinf(eta) else eta)
+
+
+class Meter:
+    """Decides when a report is due (every `every` seconds; and when the stream goes quiet after
+    training, `idle`), computes it, writes it to `log` (an open text file: CSV rows when
+    `log_format` is "csv", else JSON lines) and hands it to `callback`.
+
+    Each chunk's loss is computed before the chunk trains, so the window figure (the mean over the
+    last `window` chunks) is an honest test-then-train score of the stream.
     """
 
-    def __init__(self, model, every=2.0, sample_every=30.0, sample_length=200, stream=None,
-                 window=100, log=None, log_format="jsonl"):
-        self.model = model
-        self.every, self.sample_every, self.sample_length = every, sample_every, sample_length
-        self.stream = stream if stream is not None else sys.stderr   # None: stderr closed (`2>&-`)
-        self.tty = self.stream is not None and self.stream.isatty()
-        self.start = self.last = self.last_sample = time.monotonic()
+    def __init__(self, model, every=2.0, callback=None, window=100, log=None, log_format="jsonl",
+                 extent=None, start=None):
+        self.model, self.every, self.callback = model, every, callback
+        self.extent = extent or Extent()
+        self.start = self.last = time.monotonic() if start is None else start
         self.trained0 = model.state.chars_trained
-        self._open_line = False
-        self._reported = None   # the record last reported: the end of a run does not repeat it
         self._losses = collections.deque(maxlen=window)   # (loss, seq_length) of recent chunks
+        self._record = self._reported = None
+        self.last_report = None   # the Report made last
         self.log, self.log_format = log, log_format
         if log is not None and log_format == "csv":
             self._csv = csv.writer(log)
             if log.tell() == 0:
                 self._csv.writerow(LOG_FIELDS)
 
-    def update(self, record, now=None):
+    def update(self, record, now):
+        """After each trained chunk."""
         self._losses.append((record.loss, record.seq_length))
-        now = time.monotonic() if now is None else now
+        self._record = record
         if now - self.last >= self.every:
-            self.report(record, now)
-        if self.sample_every and now - self.last_sample >= self.sample_every:
-            self.sample()
-            self.last_sample = now
+            self.report(now)
 
-    def figures(self, record, now):
+    def idle(self, now):
+        """The stream is quiet: report what trained since the last report, if anything did."""
+        if self._record is not None and self._record is not self._reported:
+            self.report(now, idle=True)
+
+    def report(self, now, idle=False):
+        """Report the last record now, unless it was reported already."""
+        self.last = now
+        record = self._record
+        if record is None or record is self._reported:
+            return None
+        self._reported = record
+        r = self.last_report = self.figures(record, now, idle)
+        if self.log is not None:
+            row = r.log_row()
+            if self.log_format == "csv":
+                self._csv.writerow([row[k] for k in LOG_FIELDS])
+            else:
+                self.log.write(json.dumps(row) + "\n")
+            self.log.flush()
+        if self.callback is not None:
+            self.callback(r)
+        return r
+
+    def figures(self, record, now, idle=False):
         st = self.model.state
         elapsed = max(now - self.start, 1e-9)
         window = (sum(l for l, _ in self._losses) / sum(t for _, t in self._losses)
                   if self._losses else math.nan)
-        trained = st.chars_trained
-        return {"time": round(time.time(), 3), "elapsed_s": round(elapsed, 3), "chars_seen": st.chars_seen,
-                "chars_trained": trained, "chunks": st.chunks, "smooth_nats_per_char": record.smooth_loss / record.seq_length,
-                "window_nats_per_char": window, "window_bits_per_char": window / LN2,
-                "chars_per_s": round((trained - self.trained0) / elapsed, 1), "vocab_size": record.vocab_size}
-
-    def report(self, record, now=None):
-        """One progress line and one log row for `record` (nothing if it was just reported)."""
-        now = time.monotonic() if now is None else now
-        self.last = now
-        if record is self._reported:
-            return
-        self._reported = record
-        f = self.figures(record, now)
-        text = (f"chars {f['chars_trained']:,}  chunks {f['chunks']:,}  {f['chars_per_s']:,.0f} chars/s  "
-                f"loss {f['smooth_nats_per_char']:.3f} nats/char ({f['smooth_nats_per_char'] / LN2:.3f} bits/char)  "
-                f"last {len(self._losses)} chunks {f['window_bits_per_char']:.3f} bits/char  V={f['vocab_size']}")
-        if self.tty:
-            self._write(f"\r\x1b[K{text}")
-            self._open_line = True
-        else:
-            self._write(text + "\n")
-        if self.log is not None:
-            if self.log_format == "csv":
-                self._csv.writerow([f[k] for k in LOG_FIELDS])
-            else:
-                self.log.write(json.dumps(f) + "\n")
-            self.log.flush()
-
-    def sample(self):
-        text = sample_text(self.model, self.sample_length, random_seed=self.model.state.chunks)
-        self.close_line()
-        self._write(f"----\n{text}\n----\n")
-
-    def close_line(self):
-        if self._open_line:
-            self._write("\n")
-            self._open_line = False
-
-    def _write(self, s):
-        if self.stream is None:
-            return
-        try:
-            self.stream.write(s)
-            self.stream.flush()
-        except (OSError, ValueError):   # stderr closed (`2>&1 | head`): training matters more
-            self.stream = None
+        trained = st.chars_trained - self.trained0
+        fraction, eta = self.extent.estimate(elapsed, trained)
+        return Report(time=round(time.time(), 3), elapsed_s=round(elapsed, 3), chars_seen=st.chars_seen,
+                      chars_trained=st.chars_trained, chunks=st.chunks,
+                      smooth_nats_per_char=record.smooth_loss / record.seq_length, window_nats_per_char=window,
+                      window_bits_per_char=window / LN2, chars_per_s=round(trained / elapsed, 1),
+                      vocab_size=record.vocab_size, window=len(self._losses), fraction=fraction, eta_s=eta,
+                      idle=idle, model=self.model)
 
 
-def sample_text(model, length, seed="", temperature=1.0, random_seed=None, fresh_state=False):
+def sample_text(model, length, prompt="", temperature=1.0, random_seed=None, fresh_state=False):
     """`length` characters from the live model, from a copy of its hidden state, with its own generator."""
     if model.vocab_size == 0:
         return ""
-    return "".join(itertools.islice(model.generate(seed, temperature, random_seed, fresh_state=fresh_state), length))
+    return "".join(itertools.islice(model.generate(prompt, temperature, random_seed, fresh_state=fresh_state), length))

@@ -145,6 +145,7 @@ class Trainer:
                         st.hprev[:] = 0.0    # before the record: a checkpoint holds the state the next chunk reads
                     st.smooth_loss = (loss if math.isnan(st.smooth_loss)
                                       else 0.999 * st.smooth_loss + 0.001 * loss)
+                    model.history.add(st.chars_trained, loss, T)   # the training curve (charstream.history)
                     yield Record(st.chunks, st.chars_trained, loss, st.smooth_loss, model.vocab_size, T)
         finally:
             st.tail = np.ascontiguousarray(cps[s:], dtype=np.uint32)
@@ -181,6 +182,7 @@ class Trainer:
                     if not math.isfinite(loss):
                         raise NonFiniteError(f"the loss became {loss} at chunk {st.chunks + 1}: "
                                              f"training stopped, the model was not updated")
+                    model.history.add(st.chars_trained + B * T, loss * B, B * T)   # the training curve
                     st.round_step += 1
                     if st.round_step * T >= D:     # the round is trained: the next starts B * D on
                         cps = cps[B * D:]
@@ -208,13 +210,13 @@ class Trainer:
                           "errors='surrogateescape'?): read as U+FFFD", CharstreamWarning, stacklevel=4)
         return cps
 
-    def sample(self, length=200, seed="", temperature=1.0, random_seed=None, fresh_state=False):
+    def sample(self, length=200, prompt="", temperature=1.0, random_seed=None, fresh_state=False, *, seed=None):
         """A sample of `length` characters from the live model, drawn from a copy of its hidden state
         (zeros with `fresh_state`) with its own random generator: it does not disturb training (call
         it between records)."""
         if self.model.vocab_size == 0:
             return ""
-        chars = self.model.generate(seed, temperature, random_seed, fresh_state=fresh_state)
+        chars = self.model.generate(prompt, temperature, random_seed, fresh_state=fresh_state, seed=seed)
         return "".join(itertools.islice(chars, length))
 
 

@@ -1,4 +1,4 @@
-"""The one kernel of charstream: the RNN's tanh step, softmax, backward pass, Adagrad and sampling."""
+"""The kernels of charstream: Kernel (min-char-rnn's tanh RNN), CellKernel (GRU, LSTM, stacked layers) and LaneKernel (B lanes of any cell): steps, softmax, backward passes, optimizers, sampling."""
 # Compiler directives (boundscheck, wraparound, cdivision, ...) are set once in setup.py, which builds
 # this file once per instruction-set path through ext/_rnn_step_{avx512,avx2,baseline}.pyx.
 

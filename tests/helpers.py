@@ -74,30 +74,57 @@ def same_bits(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
+def without_seconds(history):
+    """A history's points (or its open interval) without their wall-clock seconds, the one column no
+    two runs share."""
+    return [[p[0], p[1]] for p in history]
+
+
 def assert_same_model(m, ref):
-    """Two models equal to the bit: vocabulary, parameters, Adagrad memory, hidden state, the untrained
-    tail, every counter and setting of the training state, and the generator's state."""
+    """Two models equal to the bit: cell, layers, vocabulary and its settings, parameters, the
+    optimizer's memories (Adagrad's, or Adam's two moments and step count), hidden state, the
+    untrained tail, every counter and setting of the training state, the generator's state, and the
+    training curve but for its wall-clock seconds."""
+    assert (m.cell, m.layers) == (ref.cell, ref.layers)
     assert m.vocab == ref.vocab
+    assert (m.max_vocab, m.fixed_vocab) == (ref.max_vocab, ref.fixed_vocab)
     assert m.params.keys() == ref.params.keys() == m.state.mem.keys() == ref.state.mem.keys()
+    assert m.state.moments.keys() == ref.state.moments.keys()
     for k in m.params:
         assert same_bits(m.params[k], ref.params[k]), k
         assert same_bits(m.state.mem[k], ref.state.mem[k]), "m" + k
+    for k in m.state.moments:
+        assert same_bits(m.state.moments[k], ref.state.moments[k]), "v" + k
+    assert same_bits(m.state.steps, ref.state.steps)
     assert same_bits(m.state.hprev, ref.state.hprev)
     assert np.array_equal(np.asarray(m.state.tail, dtype=np.uint32), np.asarray(ref.state.tail, dtype=np.uint32))
     a, b = m.state, ref.state
-    assert (a.seq_length, a.learning_rate, a.chunks, a.chars_seen, a.chars_trained) == \
-        (b.seq_length, b.learning_rate, b.chunks, b.chars_seen, b.chars_trained)
+    assert (a.seq_length, a.learning_rate, a.chunks, a.chars_seen, a.chars_trained, a.reset_every) == \
+        (b.seq_length, b.learning_rate, b.chunks, b.chars_seen, b.chars_trained, b.reset_every)
     assert (math.isnan(a.smooth_loss) and math.isnan(b.smooth_loss)) or a.smooth_loss == b.smooth_loss
     assert m.rng.bit_generator.state == ref.rng.bit_generator.state
+    assert without_seconds(m.history.points) == without_seconds(ref.history.points)
+    assert (m.history.nats, m.history.chars) == (ref.history.nats, ref.history.chars)
+
+
+def comparable_meta(meta):
+    """A file's meta with the training curve's wall-clock seconds taken out: what two runs of the
+    same training share, to the bit."""
+    meta = dict(meta)
+    if "history" in meta:
+        meta["history"] = without_seconds(meta["history"])
+        meta["history_open"] = meta["history_open"][:2]
+    return meta
 
 
 def assert_same_file(a, b):
-    """Every array of two model files equal to the bit (meta parsed, so key order does not matter)."""
+    """Every array of two model files equal to the bit, and every meta field (parsed, so key order
+    does not matter) but the training curve's wall-clock seconds."""
     with np.load(a, allow_pickle=False) as za, np.load(b, allow_pickle=False) as zb:
         assert sorted(za.files) == sorted(zb.files)
         for k in za.files:
             if k == "meta":
-                assert json.loads(str(za[k])) == json.loads(str(zb[k]))
+                assert comparable_meta(json.loads(str(za[k]))) == comparable_meta(json.loads(str(zb[k])))
             else:
                 assert same_bits(za[k], zb[k]), k
 

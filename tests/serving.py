@@ -1,14 +1,31 @@
-"""What the server tests share: a small trained model, a server in a thread on 127.0.0.1, raw HTTP."""
+"""What the server tests share: the server extra (required in CI), a small trained model, a server
+in a thread on 127.0.0.1, raw HTTP."""
 import contextlib
+import importlib
 import json
+import os
 import socket
 import threading
 import time
+
+import pytest
 
 from charstream.model import Model
 from charstream.trainer import Trainer
 
 TIMEOUT = 10   # seconds any socket operation or wait in these tests may take
+REQUIRE = "CHARSTREAM_REQUIRE_SERVER"   # =1 (CI sets it): a missing server extra fails the tests, never skips them
+
+
+def require(module, install="pip install '.[serve]'"):
+    """Import `module` for a test file, or skip the file saying what to install; with
+    CHARSTREAM_REQUIRE_SERVER=1, fail instead."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        if os.environ.get(REQUIRE) == "1":
+            pytest.fail(f"{REQUIRE}=1 but {module} cannot be imported ({e}): {install}", pytrace=False)
+        pytest.skip(f"{module} is not installed: {install}", allow_module_level=True)
 
 
 def train_small(path, text, hidden_size=32, seed=0, repeat=1):

@@ -188,3 +188,15 @@ def test_generate_with_stdout_closed_is_one_error(tmp_path, shakespeare):
                        shell=True, cwd=tmp_path, capture_output=False, stderr=subprocess.PIPE, timeout=60)
     assert r.returncode == 1
     assert r.stderr.decode().strip() == "Error: stdout is closed: there is nowhere to write the text"
+
+
+def test_the_server_tests_fail_rather_than_skip_when_required(monkeypatch):
+    """CI sets CHARSTREAM_REQUIRE_SERVER=1: a missing server extra is then a failure, never a skip."""
+    import serving
+    monkeypatch.setenv(serving.REQUIRE, "1")
+    with pytest.raises(pytest.fail.Exception, match="CHARSTREAM_REQUIRE_SERVER=1 but no_such_module_x"):
+        serving.require("no_such_module_x")
+    monkeypatch.delenv(serving.REQUIRE)
+    with pytest.raises(pytest.skip.Exception, match="no_such_module_x is not installed"):
+        serving.require("no_such_module_x")
+    assert serving.require("json").dumps(1) == "1"

@@ -196,10 +196,10 @@ def test_each_path_trains_evaluates_and_samples_as_the_oracle_does(isa, H, V):
     np.testing.assert_allclose(h, oh, rtol=1e-9, atol=1e-12)
 
 
-def _stub_kernel():
-    """{name: (kind, [(parameter, has_default)])} of class Kernel in charstream/_rnn_step.pyi."""
+def _stub_kernel(name):
+    """{name: (kind, [(parameter, has_default)])} of class `name` in charstream/_rnn_step.pyi."""
     tree = ast.parse((Path(charstream.__file__).parent / "_rnn_step.pyi").read_text())
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Kernel")
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
     out = {}
     for node in cls.body:
         if isinstance(node, ast.AnnAssign):
@@ -214,10 +214,11 @@ def _stub_kernel():
     return out
 
 
+@pytest.mark.parametrize("cls", ["Kernel", "CellKernel"])
 @pytest.mark.parametrize("isa", _kernel.AVAILABLE)
-def test_the_stub_matches_the_extension(isa):
-    Kernel = _kernel.module(isa).Kernel
-    stub = _stub_kernel()
+def test_the_stub_matches_the_extension(isa, cls):
+    Kernel = getattr(_kernel.module(isa), cls)
+    stub = _stub_kernel(cls)
     compiled = {}
     for name in dir(Kernel):
         if name.startswith("_"):
@@ -230,7 +231,7 @@ def test_the_stub_matches_the_extension(isa):
             compiled[name] = ("attribute", None)
     # __init__ has no signature object: embedsignature puts it atop the class docstring
     first = Kernel.__doc__.splitlines()[0]
-    assert first.startswith("Kernel(") and first.endswith(")")
-    init = [(a.strip().split()[-1].split("=")[0], "=" in a) for a in first[len("Kernel("):-1].split(",")]
+    assert first.startswith(cls + "(") and first.endswith(")")
+    init = [(a.strip().split()[-1].split("=")[0], "=" in a) for a in first[len(cls + "("):-1].split(",")]
     compiled["__init__"] = ("method", [("self", False)] + init)
     assert stub == compiled

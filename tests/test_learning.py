@@ -228,16 +228,12 @@ class _ClosedPipe:
 
 
 def test_progress_on_a_closed_stderr_does_not_stop_training(shakespeare):
-    from charstream.progress import Progress
-    m = charstream.Model("", hidden_size=8, seed=0)
-    progress = Progress(m, every=0, sample_every=1e-9, stream=_ClosedPipe())
-    n = 0
-    for record in charstream.Trainer(m).train([shakespeare[:2000]]):
-        progress.update(record)
-        n += 1
-    progress.report(record)
-    progress.close_line()
-    assert n == m.state.chunks == 79
+    from charstream.cli.show import Printer
+    m = charstream.Model("", hidden_size=8, random_seed=0)
+    printer = Printer(stream=_ClosedPipe(), sample_every=1e-9)
+    summary = charstream.train([[shakespeare[:2000]]], model=m, progress=printer, report_every=0)
+    printer.close_line()
+    assert summary.chunks == m.state.chunks == 79 and printer.stream is None
 
 
 def test_the_log_has_one_row_per_report_not_a_repeated_last_one(tmp_path, shakespeare):

@@ -245,3 +245,28 @@ def test_a_version_1_file_loads_as_one_rnn_layer_and_says_its_version(tmp_path):
         np.testing.assert_array_equal(old.params[k], v)
     old.save(tmp_path / "v1.npz")                  # saving writes the current version
     assert charstream.load(tmp_path / "v1.npz").file_format_version == 2
+
+
+def test_one_name_per_meaning_with_the_old_spellings_kept():
+    """prompt is the text that primes the state, random_seed the seed of a call's random numbers;
+    the old spellings (generate(seed=), Model(seed=)) mean the same, and both at once is an error."""
+    a = charstream.Model("abc ", hidden_size=6, random_seed=4)
+    b = charstream.Model("abc ", hidden_size=6, seed=4)
+    assert all((a.params[k] == b.params[k]).all() for k in a.params)
+    assert "".join(a.generate(prompt="ab", random_seed=1, length=50)) == \
+        "".join(a.generate(seed="ab", random_seed=1, length=50)) == "".join(a.generate("ab", 1.0, 1, length=50))
+    with pytest.raises(TypeError, match="give random_seed or its old spelling seed, not both"):
+        charstream.Model("ab", random_seed=1, seed=1)
+    with pytest.raises(TypeError, match="give prompt or its old spelling seed, not both"):
+        a.generate(prompt="a", seed="b")
+    assert charstream.Trainer(a).sample(30, prompt="ab", random_seed=3) == \
+        charstream.Trainer(a).sample(30, seed="ab", random_seed=3)
+
+
+def test_the_facts_read_the_dtype_of_a_model_that_has_one():
+    m = charstream.Model("ab", hidden_size=4, cell="gru", layers=2)
+    f = charstream.facts(m)
+    assert (f["cell"], f["layers"], f["dtype"], f["hidden_size"], f["vocab_size"]) == ("gru", 2, "float64", 4, 2)
+    assert f["parameters"] == sum(v.size for v in m.params.values()) and f["format_version"] is None
+    m.dtype = np.float32   # as float32 models will say
+    assert charstream.facts(m)["dtype"] == "float32"

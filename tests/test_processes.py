@@ -156,7 +156,7 @@ def test_resume_in_a_new_process_equals_one_process_to_the_bit(tmp_path, shakesp
     """A, then B in a new process == A+B in one process, for every array and every meta field.
 
     A's length is not a multiple of seq_length (its tail carries over) and B brings characters A
-    never had. The file holds no run statistics (no wall-clock times), so nothing is excluded.
+    never had. Only the training curve's wall-clock seconds are left out (helpers.assert_same_file).
     """
     a = shakespeare[:3013]
     b = "ÆØÅ ünïcödé → ∑ 🙂 " + shakespeare[3013:5000]

@@ -236,7 +236,7 @@ def test_bad_option_values_are_usage_errors(model, args, message):
 def test_seed_characters_never_seen_are_skipped_with_one_warning(model):
     r = invoke("generate", "--model", model, "--seed", "To be ☃ or not", "--length", "20", "--random-seed", "2")
     assert r.exit_code == 0
-    assert r.stderr == "Warning: the seed has characters the model has never seen, skipped: '☃'\n"
+    assert r.stderr == "Warning: the prompt has characters the model has never seen, skipped: '☃'\n"
     assert r.stdout.startswith("To be ☃ or not") and len(r.stdout) == len("To be ☃ or not") + 20
 
 
@@ -361,15 +361,15 @@ def test_a_model_with_huge_weights_is_never_saved_over(tmp_path, shakespeare):
 
 def test_a_non_finite_parameter_is_never_written(tmp_path, shakespeare, monkeypatch):
     """If an update made a parameter infinite while the loss stayed finite, the save refuses."""
-    cli_train = sys.modules["charstream.cli.train"]   # charstream.cli.train is the command
-    real = cli_train.Trainer.train
+    from charstream.trainer import Trainer
+    real = Trainer.train
 
     def poisoned(self, texts):
         for record in real(self, texts):
             self.model.params["bh"][0] = np.inf
             yield record
 
-    monkeypatch.setattr(cli_train.Trainer, "train", poisoned)
+    monkeypatch.setattr(Trainer, "train", poisoned)
     path = tmp_path / "p.npz"
     m = charstream.Model("", hidden_size=4, seed=0)
     m.save(path)

@@ -2,10 +2,14 @@
 `charstream generate`, stop sequences, and a 4xx with OpenAI's error body for every bad request."""
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("starlette", reason="the server extra is not installed: pip install '.[serve]'")
+from serving import require  # noqa: E402
+
+require("starlette")
+require("uvicorn")
 from starlette.testclient import TestClient  # noqa: E402
 
 from charstream.cli import main  # noqa: E402
@@ -64,7 +68,7 @@ def test_models_lists_the_one_model(client):
     body = r.json()
     assert body["object"] == "list"
     [m] = body["data"]
-    assert set(m) == {"id", "object", "created", "owned_by"}
+    assert set(m) == {"id", "object", "created", "owned_by", "meta"}   # meta: the facts, as llama.cpp's server has
     assert m["id"] == "bard" and m["object"] == "model" and isinstance(m["created"], int)
     assert client.get("/v1/models/bard").json() == m
     r = client.get("/v1/models/other")
@@ -261,15 +265,40 @@ def test_unknown_paths_get_404_and_wrong_methods_405(client):
     assert_error(client.post("/v1/models"), 405, None, "method_not_allowed", "POST /v1/models")
 
 
-def test_info_and_health(client, model_path):
-    from charstream import load
-    m = load(model_path)
-    facts = client.get("/info").json()
-    assert facts["vocab_size"] == m.vocab_size and facts["hidden_size"] == m.hidden_size == 32
-    assert facts["chars_trained"] == m.state.chars_trained > 0
-    assert facts["recent_nats_per_char"] == pytest.approx(m.state.smooth_loss / m.state.seq_length)
-    assert facts["cell"] == "rnn-tanh" and facts["id"] == "bard"
-    assert client.get("/health").json() == {"status": "ok"}
+CELLS = [("rnn", 1), ("gru", 1), ("lstm", 1), ("lstm", 2)]
+
+
+@pytest.mark.parametrize("cell,layers", CELLS)
+def test_info_and_health(tmp_path, shakespeare, cell, layers):
+    """/info, /v1/models and /v1/models/ID say what `charstream info --json` says, for every cell:
+    each fact checked against the model itself and the cell's parameter table."""
+    import charstream
+    from charstream import cells
+    path = tmp_path / f"{cell}{layers}.npz"
+    charstream.train([[shakespeare[:3000]]], model=path, cell=cell, layers=layers, hidden_size=12, random_seed=1)
+    m = charstream.load(path)
+    V = m.vocab_size
+    expected = {"cell": cell, "layers": layers, "dtype": "float64", "hidden_size": 12, "vocab_size": V,
+                "parameters": sum(int(np.prod(p.shape)) for p in cells.params(cell, layers, V, 12)),
+                "chars_trained": m.state.chars_trained, "format_version": 2,
+                "recent_nats_per_char": pytest.approx(m.state.smooth_loss / m.state.seq_length),
+                "history": m.history.points}
+    assert m.state.chars_trained == 2975 and len(m.history.points) == 2
+    r = CliRunner().invoke(main, ["info", "--model", str(path), "--json"])
+    assert r.exit_code == 0, r.output
+    cli_facts = json.loads(r.stdout)
+    with TestClient(create_app(path)) as client:
+        info = client.get("/info").json()
+        listed = client.get("/v1/models").json()["data"][0]["meta"]
+        one = client.get(f"/v1/models/{cell}{layers}").json()["meta"]
+        assert client.get("/health").json() == {"status": "ok"}
+    assert info["id"] == f"{cell}{layers}"
+    for surface in (cli_facts, info, listed, one):
+        assert {k: surface[k] for k in expected} == expected
+    assert listed == one == {k: v for k, v in info.items() if k not in ("id", "path", "created", "reloads")}
+    text = CliRunner().invoke(main, ["info", "--model", str(path)]).stdout
+    assert f"cell           {cell}, {layers} layer{'s' if layers > 1 else ''}, float64" in text
+    assert f"parameters     {expected['parameters']:,}" in text
 
 
 def test_page_is_self_contained(client):
@@ -278,3 +307,12 @@ def test_page_is_self_contained(client):
     page = r.text
     assert "<script src" not in page and "<link" not in page and "http://" not in page and "https://" not in page
     assert len(page) < 20_000
+
+
+def test_generate_takes_prompt_and_its_old_spelling_seed(client, model_path):
+    want = "To be" + cli_text(model_path, "To be", 60, "--random-seed", 2)
+    for q in ("prompt=To+be", "seed=To+be"):
+        r = client.get(f"/generate?{q}&length=60&random_seed=2")
+        assert r.status_code == 200 and r.text == want, q
+    assert_error(client.get("/generate?prompt=a&seed=b"), 400, "seed", "invalid_value",
+                 "give prompt or its old spelling seed, not both")

@@ -1,6 +1,7 @@
 """The page at `GET /` in a real headless Chromium (Debian's, driven by playwright): it streams the
-text as it is written, its seed and temperature controls work, it shows the model's facts, and it
-fetches nothing from anywhere but the server.
+text as it is written, its prompt and temperature controls work, it shows the model's facts and
+training curve and keeps them current while the model trains beside it, its live mode writes a
+fresh sample from each new checkpoint, and it fetches nothing from anywhere but the server.
 
 Without chromium or playwright the test skips, unless CHARSTREAM_REQUIRE_BROWSER=1 (CI sets it):
 then it fails."""
@@ -9,7 +10,12 @@ import shutil
 
 import pytest
 
-pytest.importorskip("uvicorn", reason="the server extra is not installed: pip install '.[serve]'")
+import charstream
+
+from serving import require  # noqa: E402
+
+require("starlette")
+require("uvicorn")
 
 from charstream.server.app import create_app  # noqa: E402
 from serving import TIMEOUT, running, train_small, wait_until  # noqa: E402
@@ -34,12 +40,71 @@ def _browser_or_skip():
     return sync_playwright
 
 
-def _expected(model, seed, n, temperature, random_seed):
-    blocks = model.generate_blocks(seed, temperature, random_seed)
-    out = ""
-    while len(out) < n:
-        out += next(blocks)
-    return seed + out[:n]
+def _expected(model, prompt, n, temperature, random_seed):
+    return prompt + "".join(model.generate(prompt, temperature, random_seed, length=n))
+
+
+def _launch(p):
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=TIMEOUT * 3000)
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT * 1000)
+    return browser, page
+
+
+def _done(version=None):
+    """A page condition: the last generation is done (and is from this model version)."""
+    cond = "document.getElementById('status').dataset.state === 'done'"
+    return cond if version is None else cond + f" && document.getElementById('output').dataset.version === '{version}'"
+
+
+def test_the_page_draws_the_curve_and_its_live_mode_follows_the_checkpoints(tmp_path, shakespeare):
+    sync_playwright = _browser_or_skip()
+    path = tmp_path / "live.npz"
+    charstream.train([[shakespeare[:6000]]], model=path, hidden_size=32, random_seed=0)
+    model = charstream.load(path)
+    n = len(model.history.points)
+    assert n >= 5
+    app = create_app(path)
+    with running(app) as base, sync_playwright() as p:
+        browser, page = _launch(p)
+        try:
+            page.goto(base + "/")
+            page.wait_for_function(f"document.getElementById('curve').dataset.points === '{n}'")
+            assert len(page.get_attribute("#curve polyline", "points").split()) == n
+            last = model.history.points[-1][1] / 0.6931471805599453
+            assert page.get_attribute("#curve", "data-last") == f"{last:.3f}"
+
+            # live: the same request (random seed 0 unless one is given) at once, then from each new checkpoint
+            page.fill("#prompt", "ROMEO:\n")
+            page.fill("#length", "200")
+            page.check("#live")
+            assert page.input_value("#random-seed") == "0"
+            page.wait_for_function(_done(f"0:{model.state.chars_trained}"))
+            assert page.text_content("#output") == _expected(model, "ROMEO:\n", 200, 1.0, 0)
+
+            # the model trains beside the page and saves: facts, curve and sample follow, no reload
+            charstream.train([[shakespeare[6000:12000]]], model=path)
+            newer = charstream.load(path)
+            assert len(newer.history.points) > n
+            page.wait_for_function(f"document.getElementById('facts').dataset.charsTrained === "
+                                   f"'{newer.state.chars_trained}'")
+            page.wait_for_function(f"document.getElementById('curve').dataset.points === '{len(newer.history.points)}'")
+            page.wait_for_function(_done(f"1:{newer.state.chars_trained}"))
+            assert page.text_content("#output") == _expected(newer, "ROMEO:\n", 200, 1.0, 0)
+            assert page.text_content("#output") != _expected(model, "ROMEO:\n", 200, 1.0, 0)
+
+            # live off: a new checkpoint leaves the text alone
+            page.uncheck("#live")
+            charstream.train([[shakespeare[12000:14000]]], model=path)
+            third = charstream.load(path)
+            page.wait_for_function(f"document.getElementById('facts').dataset.charsTrained === "
+                                   f"'{third.state.chars_trained}'")
+            # (a live page starts the new generation in the same task that shows the new facts)
+            assert page.get_attribute("#status", "data-state") == "done"
+            assert page.get_attribute("#output", "data-version") == f"1:{newer.state.chars_trained}"
+            assert page.text_content("#output") == _expected(newer, "ROMEO:\n", 200, 1.0, 0)
+        finally:
+            browser.close()
 
 
 def test_the_page_streams_generation_with_its_controls_and_facts(tmp_path, shakespeare):
@@ -48,10 +113,8 @@ def test_the_page_streams_generation_with_its_controls_and_facts(tmp_path, shake
     model = train_small(path, shakespeare)
     app = create_app(path)
     with running(app) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=TIMEOUT * 3000)
+        browser, page = _launch(p)
         try:
-            page = browser.new_page()
-            page.set_default_timeout(TIMEOUT * 1000)
             urls = []
             page.on("request", lambda r: urls.append(r.url))
             page.goto(base + "/")
@@ -59,14 +122,14 @@ def test_the_page_streams_generation_with_its_controls_and_facts(tmp_path, shake
             # the model's facts
             page.wait_for_function("document.getElementById('facts').dataset.hiddenSize === '32'")
             facts = page.text_content("#facts")
-            for shown in ["V 58", "H 32", "cell rnn-tanh", f"characters trained {model.state.chars_trained:,}",
+            for shown in ["V 58", "H 32", "cell rnn", "layers 1", "dtype float64", f"characters trained {model.state.chars_trained:,}",
                           "recent loss"]:
                 assert shown in facts, facts
             loss = model.state.smooth_loss / model.state.seq_length / 0.6931471805599453
             assert f"{loss:.3f} bits/char" in facts
 
             # seed, temperature, length and random seed: the text generate_blocks writes
-            page.fill("#seed", "ROMEO:\n")
+            page.fill("#prompt", "ROMEO:\n")
             page.fill("#temperature", "0.8")
             page.fill("#length", "400")
             page.fill("#random-seed", "3")
@@ -106,5 +169,25 @@ def test_the_page_streams_generation_with_its_controls_and_facts(tmp_path, shake
             assert page.text_content("#output") == "temperature must be above 0, got 0.0"
 
             assert urls and all(u.startswith(base + "/") for u in urls), [u for u in urls if not u.startswith(base)]
+        finally:
+            browser.close()
+
+
+@pytest.mark.parametrize("cell,layers", [("gru", 1), ("lstm", 2)])
+def test_the_page_shows_every_cell_as_it_is(tmp_path, shakespeare, cell, layers):
+    sync_playwright = _browser_or_skip()
+    path = tmp_path / "cell.npz"
+    charstream.train([[shakespeare[:3000]]], model=path, cell=cell, layers=layers, hidden_size=12)
+    facts = charstream.facts(charstream.load(path))
+    with running(create_app(path)) as base, sync_playwright() as p:
+        browser, page = _launch(p)
+        try:
+            page.goto(base + "/")
+            page.wait_for_function(f"document.getElementById('facts').dataset.layers === '{layers}'")
+            shown = page.text_content("#facts")
+            for part in [f"cell {cell}", f"layers {layers}", "dtype float64", "H 12", f"V {facts['vocab_size']}",
+                         f"parameters {facts['parameters']:,}", f"characters trained {facts['chars_trained']:,}"]:
+                assert part in shown, shown
+            assert page.get_attribute("#curve", "data-points") == str(len(facts["history"])) == "2"
         finally:
             browser.close()

@@ -1,4 +1,4 @@
-"""`charstream generate`: write the seed and a sampled continuation to stdout as it is produced."""
+"""`charstream generate`: write the prompt (`--seed`) and a sampled continuation to stdout as it is produced."""
 import os
 import sys
 
@@ -12,9 +12,10 @@ from .common import (FiniteFloat, Terminated, fail, load_model, model_option, qu
 
 @click.command()
 @model_option
-@click.option("--seed", default="", help="Text that primes the hidden state; it is printed first.")
+@click.option("--prompt", "--seed", "prompt", default="",
+              help="Text that primes the hidden state; it is printed first (--seed: the same, its first name).")
 @click.option("--length", type=click.IntRange(min=0), default=None,
-              help="Characters to write after the seed (default: no end).")
+              help="Characters to write after the prompt (default: no end).")
 @click.option("--temperature", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True,
               help="Below 1 is more conservative, above 1 more adventurous.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, metavar="K",
@@ -24,14 +25,16 @@ from .common import (FiniteFloat, Terminated, fail, load_model, model_option, qu
 @click.option("--sampler", default="temperature", show_default=True, metavar="NAME",
               help="How the next character is picked: temperature (draw from the probabilities), "
                    "greedy (the most probable), top-k, top-p, or a plugin's sampler (see `charstream plugins`).")
-@click.option("--random-seed", type=click.IntRange(min=0), default=None, help="Same seed, same text.")
+@click.option("--random-seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the sampler's random numbers: the same one gives the same text.")
 @click.option("--fresh-state", is_flag=True,
               help="Start from a zero hidden state instead of the state training left (see docs/quality.md).")
-def generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed, fresh_state):
-    """Write SEED then text sampled from the model to stdout, one character after another.
+def generate(model_path, prompt, length, temperature, top_k, top_p, sampler, random_seed, fresh_state):
+    """Write the prompt (--seed or --prompt) then text sampled from the model to stdout, one
+    character after another.
 
-    The hidden state starts where training left it, with SEED read on top. With --length N exactly
-    the seed and N characters are written (and a newline, only when stdout is a terminal).
+    The hidden state starts where training left it, with the prompt read on top. With --length N
+    exactly the prompt and N characters are written (and a newline, only when stdout is a terminal).
 
     \b
     Examples:
@@ -44,7 +47,7 @@ def generate(model_path, seed, length, temperature, top_k, top_p, sampler, rando
     show_warnings()
     try:   # Ctrl-C ends it with 130, SIGTERM like a closed pipe with 0; never a traceback
         with sigterm_raises():
-            _generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed, fresh_state)
+            _generate(model_path, prompt, length, temperature, top_k, top_p, sampler, random_seed, fresh_state)
     except KeyboardInterrupt:
         _stop(130)
     except Terminated:
@@ -61,7 +64,7 @@ def _stop(code):
     quiet_exit(code)
 
 
-def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, random_seed, fresh_state):
+def _generate(model_path, prompt, length, temperature, top_k, top_p, sampler, random_seed, fresh_state):
     if 1.0 / temperature == float("inf"):
         raise click.BadParameter(f"{temperature} is too small (its inverse overflows).",
                                  param_hint="'--temperature'")
@@ -70,7 +73,7 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
                                  param_hint="'--sampler'")
     model = load_model(resolve_model_path(model_path))
     try:
-        blocks = model.generate_blocks(seed, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p,
+        blocks = model.generate_blocks(prompt, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p,
                                        fresh_state=fresh_state, length=length)
     except (ValueError, CharstreamError) as e:
         raise fail(e)
@@ -78,12 +81,12 @@ def _generate(model_path, seed, length, temperature, top_k, top_p, sampler, rand
         raise click.ClickException("stdout is closed: there is nowhere to write the text")
     out = sys.stdout.buffer
     try:
-        out.write(seed.encode("utf-8", "surrogateescape"))
+        out.write(prompt.encode("utf-8", "surrogateescape"))
         out.flush()
         for block in blocks:   # exactly --length characters in all, if given
             out.write(_utf8(block))
             out.flush()
-        if length is not None and _isatty(sys.stdout):   # a pipe gets exactly seed + N characters
+        if length is not None and _isatty(sys.stdout):   # a pipe gets exactly prompt + N characters
             out.write(b"\n")
             out.flush()
     except BrokenPipeError:

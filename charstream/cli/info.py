@@ -6,12 +6,13 @@ import unicodedata
 
 import click
 
-from .. import cells
+from ..facts import facts
 from .._kernel import ISA
 from ..scoring import LN2
-from .common import load_model, model_option, resolve_model_path
+from .common import load_model, model_option, resolve_model_path, show_warnings
 
 
+SPARKS = "▁▂▃▄▅▆▇█"
 FIRST_WEIGHT = 0.999   # the smoothed loss starts at the first chunk's loss, then s = 0.999 s + 0.001 loss
 
 
@@ -24,38 +25,36 @@ def _shown(c):
 
 
 def describe(model, path):
-    """The figures `charstream info` prints, as a dict."""
-    st = model.state
-    nparams = sum(v.size for v in model.params.values())
-    recent = st.smooth_loss / st.seq_length if not math.isnan(st.smooth_loss) else None
-    return {
-        "path": os.path.abspath(path),
-        "format_version": model.file_format_version,
-        "file_bytes": os.path.getsize(path),
-        "cell": model.cell,
-        "layers": model.layers,
-        "hidden_size": model.hidden_size,
-        "vocab_size": model.vocab_size,
-        "vocab_preview": "".join(model.vocab[:80]),
-        "parameters": int(nparams),
-        "seq_length": st.seq_length,
-        "learning_rate": st.learning_rate,
-        "optimizer": cells.OPTIMIZER[model.cell],
-        "chars_seen": st.chars_seen,
-        "chunks_trained": st.chunks,
-        "chars_trained": st.chars_trained,
-        "untrained_tail": int(len(st.tail)),
-        "recent_nats_per_char": recent,
-        "recent_bits_per_char": None if recent is None else recent / LN2,
-        "kernel_isa": ISA,   # the compiled path this process runs (docs/build.md)
-    }
+    """The figures `charstream info` prints, as a dict: the model's facts (charstream.facts) and its file's."""
+    return {"path": os.path.abspath(path), "file_bytes": os.path.getsize(path),
+            "vocab_preview": "".join(model.vocab[:80]), **facts(model),
+            "kernel_isa": ISA}   # the compiled path this process runs (docs/build.md)
+
+
+def sparkline(values):
+    """One block character per value, low to high: the curve in a line of text."""
+    lo, hi = min(values), max(values)
+    return "".join(SPARKS[0 if hi == lo else round((v - lo) / (hi - lo) * (len(SPARKS) - 1))] for v in values)
+
+
+def _curve(history, width=60):
+    """The training curve's lines: a sparkline of bits/char (at most `width` points, evenly picked) and its ends."""
+    if not history:
+        return ["curve          none yet (charstream train keeps one)"]
+    picked = [history[round(i * (len(history) - 1) / (width - 1))] for i in range(width)] \
+        if len(history) > width else history
+    bits = [p[1] / LN2 for p in picked]
+    first, last = history[0], history[-1]
+    return [f"curve          {sparkline(bits)}",
+            f"               {first[1] / LN2:.3f} bits/char at {first[0]:,} characters, {last[1] / LN2:.3f} at "
+            f"{last[0]:,} ({len(history)} points, {max(bits):.3f} highest, {min(bits):.3f} lowest shown)"]
 
 
 @click.command()
 @model_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(model_path, as_json):
-    """Describe a model: sizes, vocabulary, training so far, recent loss, file.
+    """Describe a model: sizes, vocabulary, training so far, recent loss, training curve, file.
 
     The recent loss is min-char-rnn's smoothed loss (an average over roughly the last 1,000 chunks,
     which starts at the first chunk's loss: on a young model it still leans on that one, as shown).
@@ -65,6 +64,7 @@ def info(model_path, as_json):
       charstream info
       charstream info --model log.npz --json | jq .vocab_size
     """
+    show_warnings()
     path = resolve_model_path(model_path)
     d = describe(load_model(path), path)
     if as_json:
@@ -78,7 +78,7 @@ def info(model_path, as_json):
         recent += (f", min-char-rnn's smoothed loss: after {d['chunks_trained']:,} chunks "
                    f"{first:.0%} of it is still the first chunk's loss")
     click.echo(f"model          {d['path']}  ({d['file_bytes']:,} bytes, format {d['format_version']})")
-    click.echo(f"cell           {d['cell']}, {d['layers']} layer{'' if d['layers'] == 1 else 's'}")
+    click.echo(f"cell           {d['cell']}, {d['layers']} layer{'' if d['layers'] == 1 else 's'}, {d['dtype']}")
     click.echo(f"hidden size    {d['hidden_size']}")
     click.echo(f"vocabulary     {d['vocab_size']} character{'' if d['vocab_size'] == 1 else 's'}: {preview}"
                + ("..." if d["vocab_size"] > 80 else ""))
@@ -87,3 +87,5 @@ def info(model_path, as_json):
     click.echo(f"trained        {d['chunks_trained']:,} chunks, {d['chars_seen']:,} characters seen "
                f"({d['untrained_tail']} in the untrained tail)")
     click.echo(f"recent loss    {recent}")
+    for line in _curve(d["history"]):
+        click.echo(line)

@@ -21,7 +21,7 @@ def serve(model_path, host, port, parallel):
     \b
     Endpoints (see docs/server.md):
       GET  /                 a page that writes as you watch
-      GET  /generate         text/plain stream: ?seed=To+be&length=500
+      GET  /generate         text/plain stream: ?prompt=To+be&length=500
       POST /v1/completions   OpenAI-compatible, with "stream": true for server-sent events
       GET  /v1/models        the model, as OpenAI lists them
       GET  /info             the model's facts (V, H, characters trained, recent loss)
@@ -29,7 +29,7 @@ def serve(model_path, host, port, parallel):
     \b
     Examples:
       charstream serve
-      curl -N 'http://127.0.0.1:8000/generate?seed=To+be&length=500'
+      curl -N 'http://127.0.0.1:8000/generate?prompt=To+be&length=500'
     """
     try:
         from ..server.app import create_app

@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ..errors import CharstreamError
+from ..facts import facts
 from .generation import Lease, Slots, pieces
 from .models import ModelRegistry
 from .openai_schema import MAX_TOKENS, RequestError, error_body, parse_completion, parse_generate
@@ -66,8 +67,10 @@ async def server_error(request, exc):
     return JSONResponse(error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error"), 500)
 
 
-def _model_object(registry):
-    return {"id": registry.id, "object": "model", "created": registry.created, "owned_by": "charstream"}
+def _model_object(registry, model):
+    """OpenAI's model object, with the model's facts under "meta" (as llama.cpp's server puts its own)."""
+    return {"id": registry.id, "object": "model", "created": registry.created, "owned_by": "charstream",
+            "meta": facts(model)}
 
 
 async def info(request):
@@ -78,8 +81,8 @@ async def info(request):
 
 async def list_models(request):
     registry = request.app.state.registry
-    await run_in_threadpool(registry.current)
-    return JSONResponse({"object": "list", "data": [_model_object(registry)]})
+    model = await run_in_threadpool(registry.current)
+    return JSONResponse({"object": "list", "data": [_model_object(registry, model)]})
 
 
 async def get_model(request):
@@ -87,8 +90,8 @@ async def get_model(request):
     if request.path_params["model_id"] != registry.id:
         raise RequestError(f"the model {request.path_params['model_id']!r} does not exist", "model",
                            "model_not_found", status=404)
-    await run_in_threadpool(registry.current)
-    return JSONResponse(_model_object(registry))
+    model = await run_in_threadpool(registry.current)
+    return JSONResponse(_model_object(registry, model))
 
 
 async def _read_json(request):

@@ -1,10 +1,10 @@
 """The model a server answers with: loaded from one file, reloaded when that file changes."""
-import math
 import os
 import sys
 import threading
 
 from ..errors import ModelFileError
+from ..facts import facts
 from ..model import Model
 
 
@@ -67,22 +67,8 @@ class ModelRegistry:
             return model
 
     def facts(self, model=None):
-        """What the page and `GET /info` show about a model (the current one by default)."""
+        """What the page and `GET /info` show about a model (the current one by default): its facts
+        (charstream.facts, as `charstream info --json` has them) and the server's."""
         m = self.current() if model is None else model
-        st = m.state
-        recent = None if math.isnan(st.smooth_loss) else st.smooth_loss / st.seq_length
-        return {
-            "id": self.id,
-            "path": os.path.abspath(self.path),
-            "cell": "rnn-tanh",
-            "vocab_size": m.vocab_size,
-            "hidden_size": m.hidden_size,
-            "parameters": int(sum(v.size for v in m.params.values())),
-            "seq_length": st.seq_length,
-            "chunks_trained": st.chunks,
-            "chars_trained": st.chars_trained,
-            "recent_nats_per_char": recent,
-            "recent_bits_per_char": None if recent is None else recent / math.log(2),
-            "created": self.created,
-            "reloads": self.reloads,
-        }
+        return {"id": self.id, "path": os.path.abspath(self.path), **facts(m), "created": self.created,
+                "reloads": self.reloads}

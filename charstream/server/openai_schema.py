@@ -161,7 +161,7 @@ def _stops(stop):
     return tuple(stops)
 
 
-GENERATE_PARAMS = ("seed", "length", "temperature", "top_k", "top_p", "sampler", "random_seed")
+GENERATE_PARAMS = ("prompt", "seed", "length", "temperature", "top_k", "top_p", "sampler", "random_seed")
 
 
 def parse_generate(query):
@@ -194,8 +194,10 @@ def parse_generate(query):
         _int(length, "length", 0, MAX_TOKENS)
     t = number("temperature", float)
     top_k, top_p, seed = number("top_k", int), number("top_p", float), number("random_seed", int)
+    if one("prompt") is not None and one("seed") is not None:
+        raise RequestError("give prompt or its old spelling seed, not both", "seed", "invalid_value")
     return Generation(
-        prompt=one("seed") or "",
+        prompt=one("prompt") or one("seed") or "",   # `seed`: the old spelling of the prompt, kept
         length=length,
         temperature=1.0 if t is None else _temperature(t, "temperature", zero_ok=False),
         sampler=one("sampler") or None,

@@ -1,0 +1,292 @@
+"""`charstream.train`: the command's whole training run (budgets, annealing, checkpoints, the loss log, progress) as one call.
+
+    summary = charstream.train(["corpus.txt"], model="lstm.npz", cell="lstm", passes=100, max_seconds=180)
+
+`charstream train` is a thin wrapper over it: the same options give the same model file, to the
+bit. Options are the command's long options in Python spelling (`Options`); signals and terminal
+output stay in the command, which passes its signal handling in as `interrupts`.
+"""
+import contextlib
+import math
+import numbers
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .cells import DEFAULTS
+from .checkpoint import Checkpoint, OptionError, open_model, writer_lock
+from .errors import CharstreamError, SourceFailed
+from .model import Model
+from .progress import Extent, Meter, Report
+from .schedule import Anneal
+from .sources import chain_sources, check_source, limit_chars, repeat_sources, with_idle
+from .sources.dispatch import scheme_of
+from .sources.files import path_of
+from .trainer import Trainer
+
+NEW_MODEL = ("cell", "layers", "hidden_size", "random_seed", "vocab")   # options that only shape a new model (open_model's)
+
+
+@dataclass
+class Options:
+    """The options of `charstream.train`: `charstream train`'s long options, `--hidden-size` as
+    `hidden_size`. None is the default of the model (or of a new one); see docs/cli.md."""
+
+    # a new model's shape: an existing model must agree (OptionError), or they are ignored with a warning
+    cell: Optional[str] = None              # --cell: rnn (default), gru or lstm
+    layers: Optional[int] = None            # --layers: cells stacked (default 1)
+    hidden_size: Optional[int] = None       # --hidden-size: H (default per cell, charstream.cells.DEFAULTS)
+    random_seed: Optional[int] = None       # --random-seed: seed of a new model's weights
+    vocab: Optional[str] = None             # --vocab: the characters a new model starts with, in order
+    # the model's settings, saved in it
+    max_vocab: Optional[int] = None         # --max-vocab: most characters the vocabulary may hold
+    fixed_vocab: Optional[bool] = None      # --fixed-vocab / --open-vocab
+    seq_length: Optional[int] = None        # --seq-length: characters per truncated-backprop chunk
+    learning_rate: Optional[float] = None   # --learning-rate
+    reset_every: Optional[int] = None       # --reset-every: zero the hidden state every N characters trained
+    # this run
+    anneal: Optional[float] = None          # --anneal: fraction of a budget the learning rate falls over
+    passes: int = 1                         # --passes: read the file sources this many times
+    max_seconds: Optional[float] = None     # --max-seconds: stop after this long, and save
+    max_chars: Optional[int] = None         # --max-chars: stop after reading this many characters, and save
+    checkpoint_every: float = 60.0          # --checkpoint-every: seconds between saves (0: only at the end)
+    report_every: float = 2.0               # --report-every: seconds between progress reports
+    log: Optional[str] = None               # --log: append one row per report (CSV if *.csv, else JSON lines)
+
+    def __post_init__(self):
+        for name, lo, kind in (("passes", 1, int), ("max_chars", 1, int), ("max_seconds", 0, float),
+                               ("checkpoint_every", 0, float), ("report_every", 0, float)):
+            x = getattr(self, name)
+            if x is None and name.startswith("max_"):
+                continue
+            ok = not isinstance(x, bool) and isinstance(x, numbers.Integral if kind is int else numbers.Real)
+            if not ok or not math.isfinite(x) or x < lo or (name == "max_seconds" and x == 0):
+                what = "a whole number >= 1" if kind is int else ("a number > 0" if name == "max_seconds" else
+                                                                 "a number >= 0")
+                raise OptionError(f"{name} must be {what}, got {x!r}", name)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What one `charstream.train` run did."""
+
+    path: Optional[str]         # the model file (None: a Model object, trained in memory)
+    model: Any                  # the model, as trained
+    created: bool               # a new model (no file before)
+    stopped: str                # "end" (the stream ended), "max_seconds" or "max_chars"
+    seconds: float              # wall time of the run
+    chars_seen: int             # characters received in this run
+    chars_trained: int          # characters trained in this run
+    chunks: int                 # chunks trained in this run
+    saves: int                  # times the file was written
+    report: Optional[Report]    # the last progress report (None when nothing trained)
+
+
+class NoText(CharstreamError):
+    """The sources gave no characters at all (and no budget stopped the run first)."""
+
+
+class BudgetReached(Exception):
+    """The --max-seconds budget ran out: stop, save."""
+
+
+class Deadline:
+    """Raises BudgetReached from `check()` once `seconds` have passed (None: never)."""
+
+    def __init__(self, seconds):
+        self.end = None if seconds is None else time.monotonic() + seconds
+
+    def check(self, now=None):
+        if self.end is not None and (time.monotonic() if now is None else now) >= self.end:
+            raise BudgetReached()
+
+
+def train(sources, model, progress=None, interrupts=None, **options):
+    """Train `model` (a path: resumed, or created with the new-model options; or a Model, trained in
+    memory and not saved) on `sources` (source strings as the command takes them, iterables of str,
+    or one source string), in order, as one stream, until it ends or a budget runs out; return a
+    Summary. `progress(report)` is called with each Report (None: no reports). `**options` are
+    `Options`' fields. See docs/python.md."""
+    return Training(sources, model, progress, interrupts, **options).run()
+
+
+class Training:
+    """One run of `train`, as an object: after a KeyboardInterrupt (or another BaseException) `saved`
+    tells whether the model file was saved on the way out. That needs `interrupts` (signals deferred
+    while the model is mid-update, as the command does); without it the file keeps its last checkpoint."""
+
+    def __init__(self, sources, model, progress=None, interrupts=None, **options):
+        try:
+            self.options = o = Options(**options)
+        except TypeError as e:   # an unknown keyword: say so as any function does
+            raise TypeError(str(e).replace("Options.__init__()", "train()").replace("__init__()", "train()")) \
+                from None
+        if isinstance(sources, (str, os.PathLike)):
+            sources = [sources]
+        sources = [os.fspath(s) if isinstance(s, os.PathLike) else s for s in sources]
+        for s in sources:
+            if isinstance(s, str):
+                check_source(s)
+        if o.passes > 1:
+            if not all(isinstance(s, str) for s in sources):
+                raise OptionError("an iterable cannot be read twice; passes needs file sources", "passes")
+            try:
+                sources = repeat_sources(sources, o.passes)
+            except CharstreamError as e:
+                raise OptionError(f"{e}; passes needs file sources", "passes") from None
+        if o.log is not None:
+            folder = os.path.dirname(os.path.abspath(o.log))
+            if not os.path.isdir(folder):
+                raise CharstreamError(f"{o.log}: cannot open the log: there is no folder {folder}")
+        if isinstance(model, Model):
+            given = [k for k in NEW_MODEL if getattr(o, k) is not None]
+            if given:
+                raise OptionError(f"{given[0]} only shapes a new model: give a path, or build the Model with it",
+                                  given[0])
+        self.sources, self.model, self.progress, self.interrupts = sources, model, progress, interrupts
+        self.saved = False   # saved on the way out of an interrupted run
+
+    def _total_bytes(self):
+        """The bytes the sources hold when they are all regular files (passes included), else None."""
+        total = 0
+        for s in self.sources:
+            path = path_of(s, scheme_of(s)) if isinstance(s, str) else None
+            if path is None or not os.path.isfile(path):
+                return None
+            total += os.path.getsize(path)
+        return total
+
+    def run(self):
+        o, lock = self.options, None
+        if isinstance(self.model, Model):
+            model, path = self.model, None
+            if o.max_vocab is not None:
+                model.max_vocab = o.max_vocab
+            if o.fixed_vocab is not None:
+                model.fixed_vocab = o.fixed_vocab
+        else:
+            path = os.fspath(self.model)
+            lock = writer_lock(path)
+        try:
+            if path is not None:
+                model = open_model(path, max_vocab=o.max_vocab, fixed_vocab=o.fixed_vocab,
+                                   **{k: getattr(o, k) for k in NEW_MODEL})
+            trainer = Trainer(model, o.seq_length, o.learning_rate, o.reset_every)
+            fraction = DEFAULTS[model.cell].anneal if o.anneal is None else o.anneal
+            schedule = Anneal(fraction, seconds=o.max_seconds, chars=o.max_chars)
+            return self._train(model, path, trainer, schedule)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _train(self, model, path, trainer, schedule):
+        """Train until the stream ends, a budget runs out or a signal comes; signals wait while the
+        model is mid-update. `schedule` anneals the learning rate over the budget."""
+        o, st, guard = self.options, model.state, self.interrupts
+        seen0, chunks0, trained0 = st.chars_seen, st.chunks, st.chars_trained
+        log = _open_log(o.log)
+        extent = Extent(o.max_seconds, o.max_chars, self._total_bytes())
+        start = time.monotonic()
+        meter = Meter(model, o.report_every, self.progress, log=log,
+                      log_format="csv" if o.log and o.log.lower().endswith(".csv") else "jsonl", extent=extent,
+                      start=start)
+        checkpoint = None if path is None else \
+            Checkpoint(model, path, o.checkpoint_every, guard=guard.deferred if guard else contextlib.nullcontext)
+        created = checkpoint is not None and not checkpoint.existed
+        deadline = Deadline(o.max_seconds)
+
+        def on_idle():   # no text for a while: the time budget, checkpoints and a report of what trained
+            now = time.monotonic()
+            deadline.check(now)
+            if checkpoint is not None:
+                checkpoint.maybe(now)
+            meter.idle(now)
+
+        waits = [x for x in (o.checkpoint_every if checkpoint else None, o.max_seconds, o.report_every)
+                 if x and x < threading.TIMEOUT_MAX]
+        stopped = "end"
+        try:
+            stream = with_idle(limit_chars(chain_sources(self.sources), o.max_chars), min(waits + [1.0]), on_idle)
+            stream = extent.counted(stream)
+            records = trainer.train(guard.allowing_in(stream) if guard else stream)
+            records = guard.deferring(records) if guard else records
+            try:
+                for record in records:
+                    now = time.monotonic()
+                    schedule.update(trainer, now - start, record.chars - trained0)
+                    meter.update(record, now)
+                    if checkpoint is not None:
+                        checkpoint.maybe(now)
+                    deadline.check(now)
+            finally:
+                records.close()   # the trainer keeps what it read but did not train, now
+            if guard:
+                guard.stop()   # the stream has ended: from here on signals are only noted
+        except BudgetReached:
+            if guard:
+                guard.stop()
+            stopped = "max_seconds"
+        except (SourceFailed, OSError) as e:   # the text before the failure was good: keep its training
+            message = _first_line(e) if isinstance(e, SourceFailed) else f"reading input failed: {e.strerror or e}"
+            if checkpoint is not None and st.chars_seen > seen0:
+                checkpoint.save()
+                raise SourceFailed(f"{message}; what was trained before it is saved to {path}") from None
+            raise SourceFailed(_kept(message, checkpoint)) from None
+        except CharstreamError as e:   # NonFiniteError, input refused as binary: the file keeps its last save
+            e.args = (_kept(_first_line(e), checkpoint),)
+            raise
+        except MemoryError:
+            raise CharstreamError(_kept(f"out of memory (seq length {trainer.seq_length}, hidden size "
+                                        f"{model.hidden_size})", checkpoint)) from None
+        except BaseException:   # Ctrl-C, SIGTERM: save what arrived, then let the exception go on
+            if guard:   # signals were deferred while the model was mid-update: it is whole, save it
+                guard.stop()   # a second signal must not cut the save short
+                if checkpoint is not None and st.chars_seen > seen0:
+                    checkpoint.save()
+                    self.saved = True
+            raise   # without a guard it may have landed mid-update: the file keeps its last checkpoint
+        finally:
+            if log is not None:
+                log.close()
+        if o.max_chars is not None and st.chars_seen - seen0 >= o.max_chars:
+            stopped = "max_chars"
+        report = None
+        if st.chars_seen == seen0:
+            if stopped == "end":
+                raise NoText(f"no text to train on: {_where(self.sources)} gave no characters; "
+                             f"the model was not changed")
+        else:
+            meter.report(time.monotonic())
+            report = meter.last_report
+            if checkpoint is not None:
+                checkpoint.save()
+        return Summary(path=path, model=model, created=created, stopped=stopped,
+                       seconds=time.monotonic() - start, chars_seen=st.chars_seen - seen0,
+                       chars_trained=st.chars_trained - trained0, chunks=st.chunks - chunks0,
+                       saves=checkpoint.saves if checkpoint else 0, report=report)
+
+
+def _open_log(path):
+    if path is None:
+        return None
+    try:
+        return open(path, "a", encoding="utf-8", newline="")
+    except OSError as e:
+        raise CharstreamError(f"{path}: cannot open the log: {e.strerror}") from None
+
+
+def _first_line(e):
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _kept(message, checkpoint):
+    """The message, and what the model file holds now."""
+    return message if checkpoint is None else f"{message}; {checkpoint.kept()}"
+
+
+def _where(sources):
+    names = [s if isinstance(s, str) else (f"--listen {s.address}" if hasattr(s, "address") else "an iterable")
+             for s in sources]
+    return ", ".join(dict.fromkeys(names)) or "no source"
