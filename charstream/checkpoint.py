@@ -17,7 +17,7 @@ import warnings
 from . import cells
 from .errors import CharstreamError, CharstreamWarning
 from .lock import WriterLock
-from .model import Model
+from .model import Model, check_dtype
 from .store import remove_stale_temps
 from .vocab import DEFAULT_MAX_VOCAB
 
@@ -36,14 +36,14 @@ class SaveFailed(CharstreamError):
 
 
 def open_model(path, hidden_size=None, random_seed=None, max_vocab=None, vocab=None, fixed_vocab=None,
-               cell=None, layers=None):
+               cell=None, layers=None, dtype=None):
     """The model at `path` to go on training, with the options that may change applied (max_vocab,
     fixed_vocab), or a new model when there is no file. Options that only shape a new model must
     agree with an existing one (OptionError) or are ignored with a CharstreamWarning."""
     if os.path.exists(path):
         model = Model.load(path)
         for option, given, has in (("hidden_size", hidden_size, model.hidden_size), ("cell", cell, model.cell),
-                                   ("layers", layers, model.layers)):
+                                   ("layers", layers, model.layers), ("dtype", dtype, model.dtype)):
             if given is not None and given != has:
                 what = option.replace("_", " ")
                 raise OptionError(f"{path} has {what} {has}; a new {what} needs a new model path", option)
@@ -63,7 +63,8 @@ def open_model(path, hidden_size=None, random_seed=None, max_vocab=None, vocab=N
         raise OptionError("a new model with a fixed vocabulary needs its characters: give --vocab CHARS",
                           "fixed_vocab")
     for option, check in (("cell", lambda: cells.check(cell or "rnn", 1)),
-                          ("layers", lambda: cells.check("rnn", layers or 1))):
+                          ("layers", lambda: cells.check("rnn", layers or 1)),
+                          ("dtype", lambda: check_dtype(dtype or "float64"))):
         try:
             check()
         except ValueError as e:
@@ -71,7 +72,7 @@ def open_model(path, hidden_size=None, random_seed=None, max_vocab=None, vocab=N
     try:
         return Model(dict.fromkeys(vocab or ""), hidden_size, random_seed=random_seed,
                      max_vocab=max_vocab or DEFAULT_MAX_VOCAB, fixed_vocab=bool(fixed_vocab),
-                     cell=cell or "rnn", layers=layers or 1)
+                     cell=cell or "rnn", layers=layers or 1, dtype=dtype or "float64")
     except ValueError as e:   # what is left to refuse is the initial vocabulary
         raise OptionError(str(e), "vocab") from None
     except MemoryError:

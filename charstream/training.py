@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import numpy as np
+
 from .cells import DEFAULTS
 from .checkpoint import Checkpoint, OptionError, open_model, writer_lock
 from .errors import CharstreamError, SourceFailed
@@ -26,7 +28,7 @@ from .sources.dispatch import scheme_of
 from .sources.files import path_of
 from .trainer import Trainer
 
-NEW_MODEL = ("cell", "layers", "hidden_size", "random_seed", "vocab")   # options that only shape a new model (open_model's)
+NEW_MODEL = ("cell", "layers", "hidden_size", "random_seed", "vocab", "dtype")   # options that only shape a new model (open_model's)
 
 
 @dataclass
@@ -40,12 +42,14 @@ class Options:
     hidden_size: Optional[int] = None       # --hidden-size: H (default per cell, charstream.cells.DEFAULTS)
     random_seed: Optional[int] = None       # --random-seed: seed of a new model's weights
     vocab: Optional[str] = None             # --vocab: the characters a new model starts with, in order
+    dtype: Optional[str] = None             # --dtype: float64 (default) or float32
     # the model's settings, saved in it
     max_vocab: Optional[int] = None         # --max-vocab: most characters the vocabulary may hold
     fixed_vocab: Optional[bool] = None      # --fixed-vocab / --open-vocab
     seq_length: Optional[int] = None        # --seq-length: characters per truncated-backprop chunk
     learning_rate: Optional[float] = None   # --learning-rate
     reset_every: Optional[int] = None       # --reset-every: zero the hidden state every N characters trained
+    lanes: Optional[int] = None             # --lanes: stretches of the text trained side by side (default 1)
     # this run
     anneal: Optional[float] = None          # --anneal: fraction of a budget the learning rate falls over
     passes: int = 1                         # --passes: read the file sources this many times
@@ -54,6 +58,7 @@ class Options:
     checkpoint_every: float = 60.0          # --checkpoint-every: seconds between saves (0: only at the end)
     report_every: float = 2.0               # --report-every: seconds between progress reports
     log: Optional[str] = None               # --log: append one row per report (CSV if *.csv, else JSON lines)
+    threads: Optional[int] = None           # --threads: the kernel's threads (default: the cores this process may use)
 
     def __post_init__(self):
         for name, lo, kind in (("passes", 1, int), ("max_chars", 1, int), ("max_seconds", 0, float),
@@ -148,6 +153,20 @@ class Training:
         self.sources, self.model, self.progress, self.interrupts = sources, model, progress, interrupts
         self.saved = False   # saved on the way out of an interrupted run
 
+    def _lane_block(self, lanes):
+        """Characters each lane takes of a round: for file sources, their characters (one pass) over
+        the lanes, so that each lane trains one contiguous region per pass; else the Trainer's default."""
+        if lanes <= 1:
+            return None
+        total = self._total_bytes()
+        if total is None:
+            return None
+        chars = 0
+        for s in self.sources[:max(1, len(self.sources) // max(1, self.options.passes))]:
+            data = np.fromfile(path_of(s, scheme_of(s)), dtype=np.uint8)
+            chars += int(np.count_nonzero((data & 0xC0) != 0x80))   # UTF-8 lead bytes: characters
+        return max(1, (chars - 1) // lanes)
+
     def _total_bytes(self):
         """The bytes the sources hold when they are all regular files (passes included), else None."""
         total = 0
@@ -173,7 +192,11 @@ class Training:
             if path is not None:
                 model = open_model(path, max_vocab=o.max_vocab, fixed_vocab=o.fixed_vocab,
                                    **{k: getattr(o, k) for k in NEW_MODEL})
-            trainer = Trainer(model, o.seq_length, o.learning_rate, o.reset_every)
+            try:
+                trainer = Trainer(model, o.seq_length, o.learning_rate, o.reset_every, lanes=o.lanes,
+                                  block=self._lane_block(o.lanes or model.state.lanes), threads=o.threads)
+            except ValueError as e:
+                raise OptionError(str(e), "lanes" if "lane" in str(e) else "threads") from None
             fraction = DEFAULTS[model.cell].anneal if o.anneal is None else o.anneal
             schedule = Anneal(fraction, seconds=o.max_seconds, chars=o.max_chars)
             return self._train(model, path, trainer, schedule)

@@ -22,6 +22,16 @@ from .show import Printer
 @click.option("--hidden-size", type=click.IntRange(min=1, max=100_000), default=None,
               help="Hidden units H of a new model (default " + ", ".join(
                   f"{d.hidden_size} for {c}" for c, d in DEFAULTS.items()) + ").")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default=None,
+              help="The number type of a new model (default float64): float32 halves the bytes and doubles "
+                   "the vector width; the rnn at float64 is min-char-rnn's math exactly.")
+@click.option("--lanes", type=click.IntRange(min=1, max=4096), default=None, metavar="B",
+              help="Train B stretches of the text side by side, one update from their mean gradient "
+                   "(default 1, or the model's; a model keeps its lanes). Files are split into B regions, "
+                   "streams dealt in blocks of 4096 characters (docs/kernel.md).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Threads the kernel runs on (default: the cores this process may use; more is clamped "
+                   "with a warning). Never changes the result.")
 @click.option("--seq-length", type=click.IntRange(min=1, max=1_000_000), default=None,
               help="Characters per truncated-backprop chunk (default 25, or the model's).")
 @click.option("--learning-rate", type=FiniteFloat(min=0, min_open=True), default=None,
