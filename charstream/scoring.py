@@ -87,6 +87,7 @@ def score_adaptive(model, texts, learning_rate=None, fresh_state=False):
     st = twin.state
     st.tail = np.empty(0, dtype=np.uint32)        # the training stream's untrained rest is not this text
     st.hprev = twin.start_state(fresh_state)
+    st.lanes, st.hlanes, st.round_step = 1, None, 0   # one stream, scored in order: one lane
     result = Score(mode="adapt")
     trainer = Trainer(twin, learning_rate=learning_rate)
     texts = (twin.vocabulary.decode(known) for known in _known(twin, texts, result))
