@@ -2,7 +2,7 @@
 import click
 
 from .. import __version__
-from .._kernel import ISA
+from .._kernel import ISA, openmp
 from .corpus import corpus
 from .eval import eval_
 from .generate import generate
@@ -13,7 +13,8 @@ from .train import train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="charstream", message=f"%(prog)s %(version)s (kernel: {ISA})")
+@click.version_option(__version__, prog_name="charstream", message=f"%(prog)s %(version)s (kernel: {ISA}, "
+                      + ("threads: OpenMP)" if openmp() else "threads: 1, built without OpenMP)"))
 def main():
     """Learn a character-level RNN from a stream of text and write text back one character at a time.
 
