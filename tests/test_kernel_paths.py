@@ -45,7 +45,8 @@ def test_a_forced_path_is_the_one_loaded_and_reported(isa):
     assert first.split() == [isa, f"charstream._rnn_step_{isa}"]
     assert loaded == str([f"charstream._rnn_step_{isa}"])   # no other path was imported
     r = _run("from charstream.cli import main; main()", isa, "--version")
-    assert r.stdout == f"charstream {charstream.__version__} (kernel: {isa})\n"
+    threads = "threads: OpenMP" if _kernel.openmp() else "threads: 1, built without OpenMP"
+    assert r.stdout == f"charstream {charstream.__version__} (kernel: {isa}, {threads})\n"
 
 
 def test_info_json_names_the_path(tmp_path, shakespeare):
