@@ -95,12 +95,7 @@ static inline ptrdiff_t cs_draw_logits(double *y, ptrdiff_t V, double inv, doubl
 #define CS_CELL(x) x
 #define CS_ADAGRAD cs_adagrad
 #include "lanes_ops.h"
-#undef CS_REAL
-#undef CS_NAME
-#undef CS_EXP_AFFINE
-#undef CS_TANH
-#undef CS_CELL
-#undef CS_ADAGRAD
+#include "lanes_end.h"
 #define CS_REAL float
 #define CS_NAME(x) x##_f
 #define CS_EXP_AFFINE cs_exp_affine_f
@@ -108,12 +103,7 @@ static inline ptrdiff_t cs_draw_logits(double *y, ptrdiff_t V, double inv, doubl
 #define CS_CELL(x) x##_f
 #define CS_ADAGRAD cs_adagrad_f
 #include "lanes_ops.h"
-#undef CS_REAL
-#undef CS_NAME
-#undef CS_EXP_AFFINE
-#undef CS_TANH
-#undef CS_CELL
-#undef CS_ADAGRAD
+#include "lanes_end.h"
 
 /* Where the weights' panels go in wP (fills c->opk); returns the elements they take. */
 static ptrdiff_t cs_lanes_layout(cs_lanes *c)

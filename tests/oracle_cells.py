@@ -134,6 +134,14 @@ def adam(p, grads, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8):
         p[k] -= lr * (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps)
 
 
+def update(optimizer, p, grads, m, v, t, lr):
+    """The optimizer's step t (from 1): Adam with moments m, v, or Adagrad with memory m."""
+    if optimizer == "adam":
+        adam(p, grads, m, v, t, lr)
+    else:
+        adagrad(p, grads, m, lr)
+
+
 def evaluate(cell, layers, p, xs, state):
     """Summed -log p of xs[1:] stepping the state through xs[:-1]; (loss, last state)."""
     V, H = p["Why"].shape

@@ -58,10 +58,7 @@ def test_lanes_match_the_oracle(cell, L, V, H, optimizer, dtype):
             _scaled_close(k.grads[name], grads[name], tol)
         np.testing.assert_allclose(state, ostate, rtol=tol, atol=tol)
         k.update(lr)
-        if optimizer == "adam":
-            O.adam(op, grads, om, ov, c + 1, lr)
-        else:
-            O.adagrad(op, grads, om, lr)
+        O.update(optimizer, op, grads, om, ov, c + 1, lr)
         for name in p:
             assert p[name].dtype == dtype
             _scaled_close(p[name], op[name], 10 * tol)
