@@ -1,7 +1,6 @@
 """The model: a vanilla character RNN's vocabulary, parameters, training state and generator."""
 import itertools
 import math
-import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -145,7 +144,7 @@ class Model:
     def kernel(self, seq_length=None, train=False):
         """A compiled kernel over the current parameter arrays (rebuild it after `grow`): Kernel for one
         rnn layer, CellKernel for any other cell or layer count (the same methods)."""
-        T = seq_length or self.state.seq_length
+        T = seq_length or (self.state.seq_length if train else 1)   # sampling and scoring need no chunk buffers
         if (self.cell, self.layers) == ("rnn", 1):
             return Kernel(self.params, self.state.mem if train else None, T)
         st = self.state
@@ -174,9 +173,7 @@ class Model:
                         sampler=None, top_k=None, top_p=None, fresh_state=False, length=None):
         """Like `generate`, but yields the continuation as strings of growing length (cheaper to print):
         first_block, then twice as many ... up to max_block characters."""
-        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
-                or not math.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        temperature = samplers.check_temperature(temperature)
         top_k, top_p = samplers.check_top_k(top_k), samplers.check_top_p(top_p)
         length = samplers.check_length(length)
         name, pick = samplers.resolve(sampler)

@@ -177,6 +177,10 @@ def _read_archive(path, z, size):
         infos[info.filename] = info
     if "meta.npy" not in infos:
         raise ModelFileError(f"{path}: not a charstream model (no 'meta' entry)")
+    inflated = sum(i.file_size for i in infos.values() if i.compress_type != zipfile.ZIP_STORED)
+    if inflated > MAX_INFLATED:   # a small file must not inflate to gigabytes
+        raise bad(f"its compressed entries inflate to {inflated:,} bytes; compressed entries may inflate to "
+                  f"{MAX_INFLATED:,} bytes in all")
     budget = [MAX_INFLATED]
 
     def entry(name):

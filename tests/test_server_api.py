@@ -23,7 +23,7 @@ def model_path(tmp_path_factory, shakespeare):
 
 @pytest.fixture
 def client(model_path):
-    with TestClient(create_app(model_path)) as c:
+    with TestClient(create_app(model_path), base_url="http://127.0.0.1") as c:
         yield c
 
 

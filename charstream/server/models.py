@@ -56,9 +56,10 @@ class ModelRegistry:
                 return self.model
             try:
                 model = Model.load(self.path)
-            except ModelFileError as e:
+            except Exception as e:   # ModelFileError, and whatever else a hostile file could cause
                 self._bad = sig
-                self._log(f"{str(e).splitlines()[0]}; still serving the last good model")
+                what = str(e).splitlines()[0] if isinstance(e, ModelFileError) and str(e) else f"{self.path}: {type(e).__name__}"
+                self._log(f"{what}; still serving the last good model")
                 return self.model
             self.model, self._good, self._bad = model, sig, _NONE
             self.created = int(sig[3] // 10**9) if sig else self.created
@@ -73,7 +74,7 @@ class ModelRegistry:
         recent = None if math.isnan(st.smooth_loss) else st.smooth_loss / st.seq_length
         return {
             "id": self.id,
-            "path": os.path.abspath(self.path),
+            "file": os.path.basename(self.path),   # its name, never where it is: no path leaves the server
             "cell": "rnn-tanh",
             "vocab_size": m.vocab_size,
             "hidden_size": m.hidden_size,
