@@ -73,7 +73,8 @@ async def request_error(request, exc):
 async def server_error(request, exc):
     """A bug, never the client's input: the details go to the log, the client learns nothing of them."""
     log.error("internal error in %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(error_body("internal error", "server_error", None, "internal_error"), 500)
+    return JSONResponse(error_body("internal error", "server_error", None, "internal_error"), 500,
+                        headers={"X-Content-Type-Options": "nosniff"})   # sent from outside Guard
 
 
 def _model_object(registry):

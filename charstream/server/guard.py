@@ -68,8 +68,9 @@ class Guard:
             # the page is reached by a browser, which asks for a password on a Basic challenge
             challenge = b'Basic realm="charstream", charset="UTF-8"' if path == "/" else b"Bearer"
             return _error(401, "missing or incorrect API key: send the header Authorization: Bearer KEY",
-                          "invalid_api_key", [(b"www-authenticate", challenge)])
-        if scope.get("method") == "POST":
+                                        "invalid_api_key", [(b"www-authenticate", challenge)])
+        has_body = headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers
+        if scope.get("method") not in ("GET", "HEAD") and has_body:
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 return _error(415, f"the request body must be application/json, got {ctype[:100] or 'none'!r}",
