@@ -199,3 +199,67 @@ def test_fuzzed_raw_bodies_get_4xx(client, raw):
 def test_fuzzed_generate_queries_get_200_or_4xx(client, query):
     params = [(k, v) for k, v in query if k != "length"] + [("length", "20")]
     _ok_or_error(client.get("/generate", params=params))
+
+
+def _serve(*args, env=None):
+    """`charstream serve` as a process on 127.0.0.1 and a free port: (process, port)."""
+    import re
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "charstream", "serve", "--port", "0", *map(str, args)],
+                            cwd=os.path.dirname(os.path.abspath(__file__)), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})})
+    line = proc.stderr.readline().decode()
+    m = re.fullmatch(r"serving on http://127\.0\.0\.1:(\d+)\n", line)
+    if not m:
+        proc.kill()
+        proc.wait(TIMEOUT)
+        raise AssertionError(f"unexpected first line {line!r}")
+    return proc, int(m.group(1))
+
+
+def _get(port, path, host="127.0.0.1", auth=None):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    try:
+        c.request("GET", path, headers={"Host": host, **({"Authorization": auth} if auth else {})})
+        return c.getresponse().status
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_serve_takes_the_key_and_extra_hosts(model_path, how):
+    args = ["--model", model_path, "--allow-host", "box.lan"] + (["--api-key", KEY] if how == "option" else [])
+    proc, port = _serve(*args, env={"CHARSTREAM_API_KEY": KEY} if how == "environment" else None)
+    try:
+        assert _get(port, "/health") == 200
+        assert _get(port, "/info") == 401
+        assert _get(port, "/info", auth=f"Bearer {KEY}") == 200
+        assert _get(port, "/info", host="box.lan:8000", auth=f"Bearer {KEY}") == 200
+        assert _get(port, "/info", host="evil.example", auth=f"Bearer {KEY}") == 421
+    finally:
+        proc.terminate()
+        assert proc.wait(TIMEOUT + 10) == 0
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+    assert "Traceback" not in err and "Warning" not in err, err
+
+
+def test_the_page_works_with_a_key_through_the_browsers_password(model_path):
+    from test_server_page import ARGS, CHROMIUM, _browser_or_skip
+    sync_playwright = _browser_or_skip()
+    with running(create_app(model_path, api_key=KEY)) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, timeout=TIMEOUT * 3000)
+        try:
+            page = browser.new_context(http_credentials={"username": "me", "password": KEY}).new_page()
+            page.set_default_timeout(TIMEOUT * 1000)
+            page.goto(base + "/")
+            page.wait_for_function("document.getElementById('facts').dataset.hiddenSize === '16'")
+            page.fill("#length", "100")
+            page.click("#generate")
+            page.wait_for_function("document.getElementById('status').dataset.state === 'done'")
+            assert len(page.inner_text("#output")) >= 100
+            assert browser.new_page().request.get(base + "/info").status == 401   # without the password
+        finally:
+            browser.close()
