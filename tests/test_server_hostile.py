@@ -16,7 +16,7 @@ from charstream.server.app import create_app  # noqa: E402
 from charstream.server.guard import host_name  # noqa: E402
 from serving import TIMEOUT, running, train_small  # noqa: E402
 
-EXAMPLES = int(os.environ.get("CHARSTREAM_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("CHARSTREAM_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 KEY = "sk-test-0123456789"
