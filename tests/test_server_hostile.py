@@ -263,3 +263,9 @@ def test_the_page_works_with_a_key_through_the_browsers_password(model_path):
             assert browser.new_page().request.get(base + "/info").status == 401   # without the password
         finally:
             browser.close()
+
+
+def test_error_messages_stay_one_line_whatever_the_client_sent(client):
+    """Found by the fuzzer: an unknown field named "\\n" came back in a two-line message."""
+    err = assert_error(client.post("/v1/completions", json={"\n\r\x00" + "x" * 1000: 1}), 400, "unknown_parameter")
+    assert err["message"].startswith("unrecognized request argument supplied: \\n\\r\\x00x") and len(err["message"]) < 310

@@ -25,11 +25,19 @@ class RequestError(Exception):
     """A request the server refuses; its message is one line."""
 
     def __init__(self, message, param=None, code=None, status=400, type="invalid_request_error"):
+        message = _one_line(message)   # messages quote what the client sent: a name may hold anything
+        param = param if param is None else _one_line(param, 100)
         super().__init__(message)
         self.param, self.code, self.status, self.type = param, code, status, type
 
     def body(self):
         return error_body(str(self), self.type, self.param, self.code)
+
+
+def _one_line(text, limit=300):
+    """text with its line breaks and control characters escaped, cut to `limit` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def error_body(message, type="invalid_request_error", param=None, code=None):
