@@ -90,7 +90,8 @@ def writer_lock(path):
             os.makedirs(folder, exist_ok=True)
         except OSError as e:
             raise CharstreamError(f"cannot create {folder}: {e.strerror}") from None
-    denied = CharstreamError(f"{folder}: permission denied: the model could not be saved there")
+    denied = CharstreamError(f"{folder}: {'read-only file system' if _read_only(folder) else 'permission denied'}: "
+                             f"the model could not be saved there")
     if not os.access(folder, os.W_OK):
         raise denied
     lock = WriterLock(path)
@@ -104,6 +105,13 @@ def writer_lock(path):
         raise CharstreamError(f"{folder}: {e.strerror}: the model could not be saved there") from None
     remove_stale_temps(path)   # we are the only writer: any temporary file is from a killed save
     return lock
+
+
+def _read_only(folder):
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
 
 
 @contextlib.contextmanager

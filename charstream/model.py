@@ -1,7 +1,6 @@
 """The model: a character-level RNN, GRU or LSTM (stacked or not): its vocabulary, parameters, training state, curve and generator."""
 import itertools
 import math
-import numbers
 import warnings
 from dataclasses import dataclass, field
 
@@ -179,7 +178,7 @@ class Model:
         """A compiled kernel over the current parameter arrays (rebuild it after `grow`): for float64 and
         one lane, Kernel for one rnn layer and CellKernel for any other cell or layer count; else
         LaneKernel (float32, or several lanes, on `threads`). They have the same methods."""
-        T = seq_length or self.state.seq_length
+        T = seq_length or (self.state.seq_length if train else 1)   # sampling and scoring need no chunk buffers
         st = self.state
         if self.dtype != "float64" or lanes > 1:
             return LaneKernel(self.params, st.mem if train else None, T, cell=self.cell, layers=self.layers,
@@ -214,9 +213,7 @@ class Model:
         """Like `generate`, but yields the continuation as strings of growing length (cheaper to print):
         first_block, then twice as many ... up to max_block characters."""
         prompt = _alias(prompt if prompt != "" else None, seed, "prompt", "seed") or ""
-        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
-                or not math.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        temperature = samplers.check_temperature(temperature)
         top_k, top_p = samplers.check_top_k(top_k), samplers.check_top_p(top_p)
         length = samplers.check_length(length)
         name, pick = samplers.resolve(sampler)

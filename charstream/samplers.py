@@ -54,6 +54,16 @@ def _optional_int(value, name, low, what):
     return int(value)
 
 
+def check_temperature(t):
+    """t as a float if it is a finite number above 0 whose inverse is finite too: else ValueError
+    (the one check of the library, the CLI and the server; 5e-324 would make every logit infinite)."""
+    if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t) or t <= 0:
+        raise ValueError(f"temperature must be a positive number, got {t!r}")
+    if math.isinf(1.0 / float(t)):
+        raise ValueError(f"temperature {t} is too small (its inverse overflows)")
+    return float(t)
+
+
 def check_top_k(k):
     return _optional_int(k, "top_k", 1, "a positive integer")
 

@@ -251,6 +251,8 @@ cdef class Kernel:
         _check(by, "by", (V,))
         if V < 1:
             raise ValueError("the vocabulary is empty: train on some text first")
+        if H < 1:
+            raise ValueError(f"the hidden size must be at least 1, got {H}")
         if T < 1:
             raise ValueError(f"T must be at least 1, got {T}")
         self.H, self.V, self.T = H, V, T
@@ -458,6 +460,7 @@ cdef class Kernel:
         cdef double* y = &self.ybuf[0]
         if h.shape[0] != H:
             raise ValueError(f"h must be ({H},), got ({h.shape[0]},)")
+        _check_finite(h, "h")
         self._check_indices(xs, 0, xs.shape[0])
         cdef double* z = &self.zbuf[0]
         cdef double* P = _aligned(&self.panels[0])
@@ -498,6 +501,7 @@ cdef class Kernel:
         cdef Py_ssize_t t, H = self.H
         if h.shape[0] != H:
             raise ValueError(f"h must be ({H},), got ({h.shape[0]},)")
+        _check_finite(h, "h")
         self._check_indices(xs, 0, xs.shape[0])
         with nogil:
             for t in range(xs.shape[0]):
@@ -508,6 +512,7 @@ cdef class Kernel:
         """Equivalent to `p[:] = softmax((Why @ h + by) / temperature)`."""
         if h.shape[0] != self.H or p.shape[0] != self.V:
             raise ValueError(f"h must be ({self.H},) and p ({self.V},), got ({h.shape[0]},), ({p.shape[0]},)")
+        _check_finite(h, "h")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         cdef Py_ssize_t k
@@ -529,6 +534,7 @@ cdef class Kernel:
         cdef double* y
         if h.shape[0] != H:
             raise ValueError(f"h must be ({H},), got ({h.shape[0]},)")
+        _check_finite(h, "h")
         if u.shape[0] < out.shape[0]:
             raise ValueError(f"need {out.shape[0]} uniforms, got {u.shape[0]}")
         if not temperature > 0:
@@ -602,6 +608,7 @@ cdef class Kernel:
             raise ValueError(f"chunk [{s}, {s + n + 1}) is outside xs of length {xs.shape[0]}")
         if hprev.shape[0] != self.H:
             raise ValueError(f"hprev must be ({self.H},), got ({hprev.shape[0]},)")
+        _check_finite(hprev, "hprev")
         self._check_indices(xs, s, s + n + 1)
 
 

@@ -107,7 +107,7 @@ cdef class CellKernel:
     cdef public str cell, optimizer
     cdef int code
     cdef Py_ssize_t GH, GHp, Hp, Tp, S, Vp, nparams
-    cdef object _keep, _grads
+    cdef object _keep, _grads   # _keep: every array a pointer below points into, itself (not the dicts)
     cdef double** Wx
     cdef double** Wh
     cdef double** b
@@ -167,6 +167,8 @@ cdef class CellKernel:
         H, V = np.shape(params["Whh"])[1], np.shape(params["by"])[0]
         if V < 1:
             raise ValueError("the vocabulary is empty: train on some text first")
+        if H < 1:
+            raise ValueError(f"the hidden size must be at least 1, got {H}")
         if T < 1:
             raise ValueError(f"T must be at least 1, got {T}")
         table = cells.params(cell, layers, V, H)
@@ -191,11 +193,13 @@ cdef class CellKernel:
         self.Wx = _pointers([params[name("Wxh", l)] for l in range(L)])
         self.Wh = _pointers([params[name("Whh", l)] for l in range(L)])
         self.b = _pointers([params[name("bh", l)] for l in range(L)])
-        self._keep = [keep]
+        self._keep = list(keep)
         self.Why = _first(params["Why"])
         self.by = _first(params["by"])
         self.nparams = len(names)
         self.sizes = <Py_ssize_t*>malloc(len(names) * sizeof(Py_ssize_t))
+        if self.sizes == NULL:
+            raise MemoryError()
         for i, k in enumerate(names):
             self.sizes[i] = params[k].size
         self.P = _pointers(keep)
@@ -210,7 +214,7 @@ cdef class CellKernel:
             self.dWh = _pointers([self._grads[name("Whh", l)] for l in range(L)])
             self.db = _pointers([self._grads[name("bh", l)] for l in range(L)])
             self.dWhy, self.dby = _first(self._grads["Why"]), _first(self._grads["by"])
-            self._keep += [mem, self._grads]
+            self._keep += [mem[k] for k in names] + [self._grads[k] for k in names]
             if self.optimizer == "adam":
                 if moments is None or steps is None:
                     raise ValueError("Adam needs moments and a step count")
@@ -220,7 +224,7 @@ cdef class CellKernel:
                     raise ValueError("steps must be a (1,) int64 array")
                 self.Vm = _pointers([moments[k] for k in names])
                 self.steps = steps
-                self._keep.append(moments)
+                self._keep += [moments[k] for k in names] + [steps]
             Lc = L if cell == "lstm" else 1
             self.hs = np.zeros((L, T + 1, H))
             self.cs = np.zeros((Lc, T + 1, H))
@@ -243,6 +247,8 @@ cdef class CellKernel:
         # sampling and scoring
         self.offh = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
         self.offx = <Py_ssize_t*>malloc(L * sizeof(Py_ssize_t))
+        if self.offh == NULL or self.offx == NULL:
+            raise MemoryError()
         cdef Py_ssize_t off = 0
         for l in range(L):
             self.offh[l] = off
@@ -550,6 +556,7 @@ cdef class CellKernel:
         if h.shape[0] != self.hbuf.shape[0]:
             raise ValueError(f"h must be ({self.hbuf.shape[0]},) (the state of {self.L} {self.cell} "
                              f"layer{'s' if self.L > 1 else ''} of H={self.H}), got ({h.shape[0]},)")
+        _check_finite(h, "h")
 
     cdef _check_indices(self, const int[::1] xs, Py_ssize_t start, Py_ssize_t stop):
         cdef Py_ssize_t t
@@ -566,6 +573,14 @@ cdef class CellKernel:
             raise ValueError(f"chunk [{s}, {s + n + 1}) is outside xs of length {xs.shape[0]}")
         self._check_state(hprev)
         self._check_indices(xs, s, s + n + 1)
+
+
+cdef _check_finite(const double[::1] h, str name):
+    """ValueError unless every value of the state is finite (a NaN would reach the top-k quickselect)."""
+    cdef Py_ssize_t i
+    for i in range(h.shape[0]):
+        if not is_finite(h[i]):
+            raise ValueError(f"{name} has a NaN or infinite value at {i}")
 
 
 cdef double* _first(a) except NULL:

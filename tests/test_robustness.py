@@ -465,6 +465,10 @@ def test_an_entry_far_larger_than_its_model_is_not_read(tmp_path, model):
         arrays = dict(z)
     path = tmp_path / "bloated.npz"
     with open(path, "wb") as f:
-        np.savez(f, **dict(arrays, Whh=np.zeros((1000, 1000)), junk=np.zeros(10)))
+        np.savez(f, **dict(arrays, Whh=np.zeros((1000, 1000))))
     assert error_line(invoke("generate", "--model", path)) == \
-        f"Error: {path}: corrupt model file (Whh is larger than the model it belongs to)"
+        f"Error: {path}: corrupt model file (Whh must be (8, 8), got (1000, 1000))"
+    with open(path, "wb") as f:
+        np.savez(f, **dict(arrays, junk=np.zeros(10)))
+    assert error_line(invoke("generate", "--model", path)) == \
+        f"Error: {path}: corrupt model file (unexpected entry 'junk.npy')"

@@ -135,7 +135,7 @@ def test_a_new_model_file_is_used_from_the_next_request(tmp_path, shakespeare):
     registry = ModelRegistry(path, log=lines.append)
     app = create_app(path, registry=registry)
     from starlette.testclient import TestClient
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         def text():
             r = client.post("/v1/completions", json={"prompt": "To be", "max_tokens": 300, "seed": 1})
             assert r.status_code == 200

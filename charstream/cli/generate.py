@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from .. import plugins
+from .. import plugins, samplers
 from ..errors import CharstreamError
 from .common import (FiniteFloat, Terminated, fail, load_model, model_option, quiet_exit, resolve_model_path,
                      show_warnings, sigterm_raises)
@@ -65,9 +65,11 @@ def _stop(code):
 
 
 def _generate(model_path, prompt, length, temperature, top_k, top_p, sampler, random_seed, fresh_state):
-    if 1.0 / temperature == float("inf"):
+    try:
+        samplers.check_temperature(temperature)
+    except ValueError:
         raise click.BadParameter(f"{temperature} is too small (its inverse overflows).",
-                                 param_hint="'--temperature'")
+                                 param_hint="'--temperature'") from None
     if plugins.find(plugins.SAMPLERS, sampler) is None:
         raise click.BadParameter(f"no sampler named {sampler!r} (known: {', '.join(plugins.names(plugins.SAMPLERS))})",
                                  param_hint="'--sampler'")

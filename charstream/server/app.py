@@ -5,6 +5,7 @@ parameter arrays, which are only read; so no kernel is ever used by two requests
 is reloaded is replaced, never changed under a running generation.
 """
 import json
+import logging
 import time
 import uuid
 from importlib import resources
@@ -14,12 +15,14 @@ import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import CharstreamError
 from ..facts import facts
 from .generation import Lease, Slots, pieces
+from .guard import LOOPBACK_HOSTS, Guard
 from .models import ModelRegistry
 from .openai_schema import MAX_TOKENS, RequestError, error_body, parse_completion, parse_generate
 
@@ -30,8 +33,12 @@ MAX_BLOCK = 4096         # the largest block, as for `charstream generate`
 STUCK = 2                # seconds a stream may stay blocked on its client once the server is stopping
 
 
-def create_app(model_path, parallel=DEFAULT_PARALLEL, registry=None):
-    """The app serving the model at `model_path` (ModelFileError if it cannot be loaded now)."""
+log = logging.getLogger("charstream.server")
+
+
+def create_app(model_path, parallel=DEFAULT_PARALLEL, registry=None, allowed_hosts=LOOPBACK_HOSTS, api_key=None):
+    """The app serving the model at `model_path` (ModelFileError if it cannot be loaded now), answering
+    requests whose Host is one of `allowed_hosts` and, given `api_key`, that carry it (charstream.server.guard)."""
     registry = registry or ModelRegistry(model_path)
     page = resources.files(__package__).joinpath("page.html").read_bytes()
     routes = [
@@ -44,7 +51,8 @@ def create_app(model_path, parallel=DEFAULT_PARALLEL, registry=None):
         Route("/generate", generate),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error, RequestError: request_error,
-                                                       Exception: server_error})
+                                                       Exception: server_error},
+                    middleware=[Middleware(Guard, allowed_hosts=allowed_hosts, api_key=api_key)])
     app.state.registry = registry
     app.state.slots = Slots(parallel)
     return app
@@ -64,7 +72,10 @@ async def request_error(request, exc):
 
 
 async def server_error(request, exc):
-    return JSONResponse(error_body(f"internal error: {type(exc).__name__}: {exc}", "server_error"), 500)
+    """A bug, never the client's input: the details go to the log, the client learns nothing of them."""
+    log.error("internal error in %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(error_body("internal error", "server_error", None, "internal_error"), 500,
+                        headers={"X-Content-Type-Options": "nosniff"})   # sent from outside Guard
 
 
 def _model_object(registry, model):

@@ -56,9 +56,10 @@ class ModelRegistry:
                 return self.model
             try:
                 model = Model.load(self.path)
-            except ModelFileError as e:
+            except Exception as e:   # ModelFileError, and whatever else a hostile file could cause
                 self._bad = sig
-                self._log(f"{str(e).splitlines()[0]}; still serving the last good model")
+                what = str(e).splitlines()[0] if isinstance(e, ModelFileError) and str(e) else f"{self.path}: {type(e).__name__}"
+                self._log(f"{what}; still serving the last good model")
                 return self.model
             self.model, self._good, self._bad = model, sig, _NONE
             self.created = int(sig[3] // 10**9) if sig else self.created
@@ -70,5 +71,5 @@ class ModelRegistry:
         """What the page and `GET /info` show about a model (the current one by default): its facts
         (charstream.facts, as `charstream info --json` has them) and the server's."""
         m = self.current() if model is None else model
-        return {"id": self.id, "path": os.path.abspath(self.path), **facts(m), "created": self.created,
-                "reloads": self.reloads}
+        return {"id": self.id, "file": os.path.basename(self.path),   # its name, never where it is
+                **facts(m), "created": self.created, "reloads": self.reloads}

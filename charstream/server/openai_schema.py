@@ -7,9 +7,14 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from .. import samplers
+
 MAX_TOKENS = 1_000_000      # the most characters one request may ask for (max_tokens, length)
 DEFAULT_MAX_TOKENS = 16     # OpenAI's default for /v1/completions
 MAX_STOPS = 4               # OpenAI's limit on stop sequences
+MAX_STOP_LENGTH = 256       # characters in one stop sequence (text that may begin one is held back)
+MAX_TOP_K = 0x110000        # top_k (any k from the vocabulary's size up cuts nothing)
+MAX_SEED = 2**64 - 1        # seed, random_seed: what numpy's generator takes as one 64-bit word
 
 # OpenAI fields charstream has no use for: accepted at the value that changes nothing, refused otherwise.
 NEUTRAL = {"n": (1,), "best_of": (1,), "echo": (False,), "logprobs": (None, 0), "presence_penalty": (0,),
@@ -20,11 +25,19 @@ class RequestError(Exception):
     """A request the server refuses; its message is one line."""
 
     def __init__(self, message, param=None, code=None, status=400, type="invalid_request_error"):
+        message = _one_line(message)   # messages quote what the client sent: a name may hold anything
+        param = param if param is None else _one_line(param, 100)
         super().__init__(message)
         self.param, self.code, self.status, self.type = param, code, status, type
 
     def body(self):
         return error_body(str(self), self.type, self.param, self.code)
+
+
+def _one_line(text, limit=300):
+    """text with its line breaks and control characters escaped, cut to `limit` characters."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def error_body(message, type="invalid_request_error", param=None, code=None):
@@ -69,8 +82,11 @@ def _temperature(v, name, zero_ok):
         raise RequestError(f"{name} must be a finite number, got {v!r}", name, "invalid_type")
     if v < 0 or (v == 0 and not zero_ok):
         raise RequestError(f"{name} must be {'at least 0' if zero_ok else 'above 0'}, got {v}", name, "invalid_value")
-    if v > 0 and math.isinf(1.0 / v):
-        raise RequestError(f"{name} {v} is too small (its inverse overflows)", name, "invalid_value")
+    if v > 0:
+        try:
+            samplers.check_temperature(v)
+        except ValueError as e:
+            raise RequestError(f"{name} {v} is too small (its inverse overflows)", name, "invalid_value") from None
     return float(v)
 
 
@@ -124,9 +140,9 @@ def parse_completion(body, model_id):
     top_p = body.get("top_p")
     top_p = None if top_p is None else _top_p(top_p)
     top_k = body.get("top_k")
-    top_k = None if top_k is None else _int(top_k, "top_k", 1)
+    top_k = None if top_k is None else _int(top_k, "top_k", 1, MAX_TOP_K)
     seed = body.get("seed")
-    seed = None if seed is None else _int(seed, "seed", 0)
+    seed = None if seed is None else _int(seed, "seed", 0, MAX_SEED)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise RequestError(f"stream must be true or false, got {stream!r}", "stream", "invalid_type")
@@ -158,6 +174,8 @@ def _stops(stop):
         raise RequestError(f"stop holds at most {MAX_STOPS} sequences, got {len(stops)}", "stop", "invalid_value")
     if any(s == "" for s in stops):
         raise RequestError("a stop sequence cannot be empty", "stop", "invalid_value")
+    if any(len(s) > MAX_STOP_LENGTH for s in stops):
+        raise RequestError(f"a stop sequence has at most {MAX_STOP_LENGTH} characters", "stop", "invalid_value")
     return tuple(stops)
 
 
@@ -201,8 +219,8 @@ def parse_generate(query):
         length=length,
         temperature=1.0 if t is None else _temperature(t, "temperature", zero_ok=False),
         sampler=one("sampler") or None,
-        top_k=None if top_k is None else _int(top_k, "top_k", 1),
+        top_k=None if top_k is None else _int(top_k, "top_k", 1, MAX_TOP_K),
         top_p=None if top_p is None else _top_p(top_p, one_cuts_nothing=False),   # as generate does
-        random_seed=None if seed is None else _int(seed, "random_seed", 0),
+        random_seed=None if seed is None else _int(seed, "random_seed", 0, MAX_SEED),
         stream=True,
     )
