@@ -130,7 +130,9 @@ def test_a_compression_bomb_is_refused_before_it_inflates(tmp_path, good):
     ({"seq_length": 10**9}, "out-of-range hyperparameters"),
     ({"dtype": "float16"}, "dtype must be one of float64, float32, got 'float16'"),
     ({"lanes": 5000}, "lanes must be an integer from 1 to 4096"),
-    ({"lanes": 2}, "missing hlanes"),
+    ({"lanes": 2, "block": 100, "round_step": 0}, "missing hlanes"),
+    ({"lanes": 2, "block": 100, "round_step": 4},
+     "the lanes' block and round_step do not fit together (block >= seq_length > round_step's)"),
     ({"round_step": -1}, "round_step must be a non-negative integer"),
 ])
 def test_metadata_past_its_bounds_is_refused(tmp_path, good, changes, says):
@@ -151,7 +153,7 @@ def test_the_per_lane_state_reads_when_the_meta_announces_it(tmp_path, good):
     path.write_bytes(_zip(entries))
     meta, arrays = store.read(path)
     assert arrays["hlanes"].shape == (3, 8) and meta["lanes"] == 3
-    bad = _with_meta(good[1], lanes=3) + [("hlanes.npy", _npy(np.zeros((2, 8))))]
+    bad = _with_meta(good[1], lanes=3, block=64, round_step=0) + [("hlanes.npy", _npy(np.zeros((2, 8))))]
     assert _error(tmp_path, _zip(bad)) == "corrupt model file (hlanes must be (3, 8), got (2, 8))"
     assert _error(tmp_path, _zip(good[1] + [("hlanes.npy", _npy(np.zeros((3, 8))))])) == \
         "corrupt model file (unexpected entry 'hlanes.npy')"

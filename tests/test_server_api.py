@@ -288,7 +288,7 @@ def test_info_and_health(tmp_path, shakespeare, cell, layers):
     r = CliRunner().invoke(main, ["info", "--model", str(path), "--json"])
     assert r.exit_code == 0, r.output
     cli_facts = json.loads(r.stdout)
-    with TestClient(create_app(path)) as client:
+    with TestClient(create_app(path), base_url="http://127.0.0.1") as client:
         info = client.get("/info").json()
         listed = client.get("/v1/models").json()["data"][0]["meta"]
         one = client.get(f"/v1/models/{cell}{layers}").json()["meta"]
@@ -296,7 +296,8 @@ def test_info_and_health(tmp_path, shakespeare, cell, layers):
     assert info["id"] == f"{cell}{layers}"
     for surface in (cli_facts, info, listed, one):
         assert {k: surface[k] for k in expected} == expected
-    assert listed == one == {k: v for k, v in info.items() if k not in ("id", "path", "created", "reloads")}
+    assert info["file"] == path.name and "path" not in info   # its name, never where it is
+    assert listed == one == {k: v for k, v in info.items() if k not in ("id", "file", "created", "reloads")}
     text = CliRunner().invoke(main, ["info", "--model", str(path)]).stdout
     assert f"cell           {cell}, {layers} layer{'s' if layers > 1 else ''}, float64" in text
     assert f"parameters     {expected['parameters']:,}" in text
