@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import CharstreamWarning, NonFiniteError
+from .store import MAX_LANES
 from .vocab import codepoints, replace_surrogates
 
 
@@ -220,7 +221,6 @@ class Trainer:
         return "".join(itertools.islice(chars, length))
 
 
-MAX_LANES = 4096
 DEFAULT_BLOCK = 4096   # characters a lane takes of each round of a stream (rounded down to seq_length)
 
 

@@ -612,14 +612,14 @@ cdef class Kernel:
         self._check_indices(xs, s, s + n + 1)
 
 
-def _check(a, name, shape):
-    """Raise ValueError unless `a` is a C-contiguous float64 ndarray of the given shape."""
+def _check(a, name, shape, dtype=np.float64):
+    """Raise ValueError unless `a` is a C-contiguous writeable ndarray of the given shape and dtype."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
     if a.shape != tuple(shape):
         raise ValueError(f"{name} must be {tuple(shape)}, got {a.shape}")
-    if a.dtype != np.float64:
-        raise ValueError(f"{name} must be float64, got {a.dtype}")
+    if a.dtype != dtype:
+        raise ValueError(f"{name} must be {np.dtype(dtype).name}, got {a.dtype}")
     if not a.flags.c_contiguous or not a.flags.writeable:
         raise ValueError(f"{name} must be C-contiguous and writeable")
 

@@ -142,7 +142,7 @@ cdef class LaneKernel:
         table = cells.params(cell, layers, V, H)
         names = [p.name for p in table]
         for p in table:
-            _check_typed(params.get(p.name), p.name, p.shape, dtype)
+            _check(params.get(p.name), p.name, p.shape, dtype)
         self.optimizer = optimizer or cells.OPTIMIZER[cell]
         if self.optimizer not in ("adagrad", "adam"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}")
@@ -182,7 +182,7 @@ cdef class LaneKernel:
             return a
         if self.training:
             for k in names:
-                _check_typed(mem.get(k), "m" + k, params[k].shape, dtype)
+                _check(mem.get(k), "m" + k, params[k].shape, dtype)
             self._grads = {k: np.zeros_like(params[k]) for k in names}
             grads = [self._grads[k] for k in names]
             memories = [mem[k] for k in names]
@@ -196,7 +196,7 @@ cdef class LaneKernel:
                 if moments is None or steps is None:
                     raise ValueError("Adam needs moments and a step count")
                 for k in names:
-                    _check_typed(moments.get(k), "v" + k, params[k].shape, dtype)
+                    _check(moments.get(k), "v" + k, params[k].shape, dtype)
                 if not isinstance(steps, np.ndarray) or steps.dtype != np.int64 or steps.shape != (1,):
                     raise ValueError("steps must be a (1,) int64 array")
                 vm = [moments[k] for k in names]
@@ -445,14 +445,3 @@ cdef class LaneKernel:
                 if xs[b, t] < 0 or xs[b, t] >= V:
                     raise ValueError(f"index {xs[b, t]} at position {t} of lane {b} is outside the vocabulary (V={V})")
 
-
-def _check_typed(a, name, shape, dtype):
-    """Raise ValueError unless `a` is a C-contiguous writeable ndarray of the given shape and dtype."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.shape != tuple(shape):
-        raise ValueError(f"{name} must be {tuple(shape)}, got {a.shape}")
-    if a.dtype != dtype:
-        raise ValueError(f"{name} must be {np.dtype(dtype).name}, got {a.dtype}")
-    if not a.flags.c_contiguous or not a.flags.writeable:
-        raise ValueError(f"{name} must be C-contiguous and writeable")

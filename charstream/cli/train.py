@@ -6,6 +6,7 @@ from ..checkpoint import OptionError
 from ..sources import Listener, check_source
 from ..training import NoText, Training
 from ..cells import CELLS, DEFAULTS
+from ..store import MAX_LANES
 from ..vocab import DEFAULT_MAX_VOCAB
 from .common import FiniteFloat, fail, model_option, resolve_model_path, say, show_warnings
 from .interrupts import Interrupts, Terminated, exit_code
@@ -25,7 +26,7 @@ from .show import Printer
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default=None,
               help="The number type of a new model (default float64): float32 halves the bytes and doubles "
                    "the vector width; the rnn at float64 is min-char-rnn's math exactly.")
-@click.option("--lanes", type=click.IntRange(min=1, max=4096), default=None, metavar="B",
+@click.option("--lanes", type=click.IntRange(min=1, max=MAX_LANES), default=None, metavar="B",
               help="Train B stretches of the text side by side, one update from their mean gradient "
                    "(default 1, or the model's; a model keeps its lanes). Files are split into B regions, "
                    "streams dealt in blocks of 4096 characters (docs/kernel.md).")
