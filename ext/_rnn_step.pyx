@@ -239,9 +239,13 @@ cdef class Kernel:
     cdef double[::1] bpanels    # Whh^T in panels of 8 rows (column blocks of Whh) for the backward
                                 # recurrence, zero padded, from its first 64-byte boundary on
     cdef double[:, ::1] WxhT    # (V, H) Wxh transposed for sampling: a column in one stretch
+    cdef int[::1] cols          # (T,): the distinct inputs of the last chunk, ascending: dWxh's only
+    cdef Py_ssize_t ncols       # nonzero columns, the ones Adagrad updates when they are few
+    cdef unsigned char[::1] seen   # (V,) scratch for finding them
+    cdef public bint sparse     # update only those columns of Wxh (False: all of it; the same bits)
     cdef object _grads
 
-    def __init__(self, params, mem=None, Py_ssize_t T=25):
+    def __init__(self, params, mem=None, Py_ssize_t T=25, sparse=True):
         Wxh, Whh, Why, bh, by = (params[k] for k in ("Wxh", "Whh", "Why", "bh", "by"))
         H, V = np.shape(bh)[0], np.shape(by)[0]   # biases fix the sizes; matrices are checked against them
         _check(Wxh, "Wxh", (H, V))
@@ -280,6 +284,10 @@ cdef class Kernel:
         self.zbuf = np.zeros(self.Mp)
         self.bpanels = np.zeros(self.Hp * H + 8 if mem is not None and CS_PANELS else 8)
         self.WxhT = np.zeros((V, H))
+        self.cols = np.zeros(T, dtype=np.int32)
+        self.ncols = -1                            # not known until a loss_and_grads: all of Wxh
+        self.seen = np.zeros(V, dtype=np.uint8)
+        self.sparse = sparse
 
     @property
     def grads(self):
@@ -410,14 +418,60 @@ cdef class Kernel:
                 dbh[i] += d[i]
                 dWxh[i * V + xs[t]] += d[i]
         cs_gemm_acc(dWhh, H, dh, 1, H, hs, H, H, n, H, 0)
+        self._find_columns(xs, n)
 
         memcpy(hprev, hs + n * H, H * sizeof(double))
         return loss
 
+    cdef void _find_columns(self, const int* xs, Py_ssize_t n) noexcept nogil:
+        """cols[:ncols] = np.unique(xs[:n]): the columns of Wxh that have a gradient."""
+        cdef Py_ssize_t t, j, k = 0
+        cdef int c
+        for t in range(n):
+            c = xs[t]
+            if not self.seen[c]:
+                self.seen[c] = 1
+                j = k                                   # insertion sort: k <= T entries
+                while j > 0 and self.cols[j - 1] > c:
+                    self.cols[j] = self.cols[j - 1]
+                    j -= 1
+                self.cols[j] = c
+                k += 1
+        for j in range(k):
+            self.seen[self.cols[j]] = 0
+        self.ncols = k
+
+    cdef void _adagrad_wxh(self, double lr) noexcept nogil:
+        """Adagrad on Wxh. A zero gradient leaves an entry and its memory as they are (m += 0,
+        p += -lr * 0 / ...), so when the chunk's columns are few only the 8-entry blocks holding them
+        are updated (and the tail after the last whole block): the blocks the dense call runs, through
+        the same code, so the bits are the dense update's."""
+        cdef Py_ssize_t n = self.H * self.V, nv = n - n % 8, r, j, e, b, last = -1
+        cdef double* p = &self.Wxh[0, 0]
+        cdef double* d = &self.dWxh[0, 0]
+        cdef double* m = &self.mWxh[0, 0]
+        cdef bint tail = False
+        if not self.sparse or self.ncols < 0 or self.ncols * 16 > self.V:
+            cs_adagrad(p, d, m, n, lr)
+            return
+        for r in range(self.H):
+            for j in range(self.ncols):
+                e = r * self.V + self.cols[j]
+                if e >= nv:
+                    tail = True
+                    continue
+                b = e - e % 8
+                if b != last:                          # ascending: a block shared by two columns runs once
+                    cs_adagrad(p + b, d + b, m + b, 8, lr)
+                    last = b
+        if tail:
+            cs_adagrad(p + nv, d + nv, m + nv, n - nv, lr)
+
     cdef void _adagrad(self, double lr) noexcept nogil:
         """Equivalent to, for each parameter: `g = np.clip(d, -5, 5); m += g * g;
-        p += -lr * g / np.sqrt(m + 1e-8)`, the 1/sqrt to a few ulp (cs_rsqrt)."""
-        cs_adagrad(&self.Wxh[0, 0], &self.dWxh[0, 0], &self.mWxh[0, 0], self.H * self.V, lr)
+        p += -lr * g / np.sqrt(m + 1e-8)`, the 1/sqrt to a few ulp (cs_rsqrt); Wxh only where the
+        chunk's inputs give it a gradient (_adagrad_wxh)."""
+        self._adagrad_wxh(lr)
         cs_adagrad(&self.Whh[0, 0], &self.dWhh[0, 0], &self.mWhh[0, 0], self.H * self.H, lr)
         cs_adagrad(&self.Why[0, 0], &self.dWhy[0, 0], &self.mWhy[0, 0], self.V * self.H, lr)
         cs_adagrad(&self.bh[0], &self.dbh[0], &self.mbh[0], self.H, lr)
@@ -433,7 +487,9 @@ cdef class Kernel:
         return loss
 
     def adagrad(self, double lr):
-        """Clip the gradients of the last `loss_and_grads` to [-5, 5] and take one Adagrad step."""
+        """Clip the gradients of the last `loss_and_grads` to [-5, 5] and take one Adagrad step. With
+        `sparse` (the default) dWxh must be zero outside the last chunk's inputs, as
+        `loss_and_grads` leaves it; gradients written by hand before any chunk update all of Wxh."""
         self._need_mem()
         with nogil:
             self._adagrad(lr)

@@ -99,16 +99,16 @@ static inline void CS_NAME(cs_cell_backward)(int cell, ptrdiff_t H, const CS_REA
     }
 }
 
-/* Adam on n entries, the gradient clipped first: `g = clip(d, -5, 5); m = b1 m + (1 - b1) g;
+/* Adam on n entries, the gradient clipped first: `g = clip(d, -clip, clip); m = b1 m + (1 - b1) g;
  * v = b2 v + (1 - b2) g^2; p -= lr * (m * c1) / (sqrt(v * c2) + eps)` with c1 = 1 / (1 - b1^t),
  * c2 = 1 / (1 - b2^t) for step t (the bias corrections). */
 static inline void CS_NAME(cs_adam)(CS_REAL *p, const CS_REAL *d, CS_REAL *m, CS_REAL *v, ptrdiff_t n, CS_REAL lr,
-                           CS_REAL b1, CS_REAL b2, CS_REAL c1, CS_REAL c2, CS_REAL eps)
+                           CS_REAL b1, CS_REAL b2, CS_REAL c1, CS_REAL c2, CS_REAL eps, CS_REAL clip)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         CS_REAL g = d[i];
-        g = g > (CS_REAL)5.0 ? (CS_REAL)5.0 : g;
-        g = g < (CS_REAL)-5.0 ? (CS_REAL)-5.0 : g;
+        g = g > clip ? clip : g;
+        g = g < -clip ? -clip : g;
         m[i] = b1 * m[i] + ((CS_REAL)1.0 - b1) * g;
         v[i] = b2 * v[i] + ((CS_REAL)1.0 - b2) * (g * g);
         p[i] -= lr * (m[i] * c1) / (CS_SQRT(v[i] * c2) + eps);

@@ -293,7 +293,8 @@ cdef class LaneKernel:
         return loss
 
     def update(self, double lr):
-        """Clip the gradients of the last `loss_and_grads` to [-5, 5] and take one step of the optimizer."""
+        """One step of the optimizer on the gradients of the last `loss_and_grads`, clipped first:
+        Adagrad's to [-5, 5], Adam's to 5 per step they sum over (clip(d, -5 n, 5 n))."""
         self._need_training()
         cdef double c1 = 1.0, c2 = 1.0
         if self.c.Vm != NULL:

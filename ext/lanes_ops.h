@@ -278,6 +278,7 @@ static void CS_NAME(cs_lanes_backward)(cs_lanes *c, const int *xs, ptrdiff_t ldx
 
 static double CS_NAME(cs_lanes_chunk)(cs_lanes *c, const int *xs, ptrdiff_t ldx, ptrdiff_t n, R *state, R scale)
 {
+    c->nlast = n;
     #pragma omp parallel num_threads(c->nt) if (c->nt > 1)
     {
         ptrdiff_t H = c->H, B = c->B, S = c->S, SC = c->SC, T = c->T, b, l;
@@ -308,7 +309,7 @@ static void CS_NAME(cs_lanes_update)(cs_lanes *c, double lr, double c1, double c
                 ptrdiff_t o = 4096 * q, m = n - o < 4096 ? n - o : 4096;
                 if (c->Vm)
                     CS_CELL(cs_adam)(F(c->P[i]) + o, F(c->D[i]) + o, F(c->M[i]) + o, F(c->Vm[i]) + o, m, (R)lr,
-                                     (R)0.9, (R)0.999, (R)c1, (R)c2, (R)1e-8);
+                                     (R)0.9, (R)0.999, (R)c1, (R)c2, (R)1e-8, (R)(5.0 * c->nlast));
                 else
                     CS_ADAGRAD(F(c->P[i]) + o, F(c->D[i]) + o, F(c->M[i]) + o, m, lr);
             }

@@ -48,7 +48,7 @@ def test_chunks_match_the_oracle(cell, L, V, H, optimizer):
             _scaled_close(k.grads[name], grads[name], 1e-10)
         np.testing.assert_allclose(state, ostate, rtol=1e-10, atol=1e-12)
         k.update(lr)
-        O.update(optimizer, op, grads, om, ov, c + 1, lr)
+        O.update(optimizer, op, grads, om, ov, c + 1, lr, T)
         for name in p:
             _scaled_close(p[name], op[name], 1e-9)
             _scaled_close(mem[name], om[name], 1e-9)

@@ -289,3 +289,29 @@ def test_sample_is_the_inverse_cdf_and_never_draws_a_zero_weight(V):
     expect = np.where(w[expect] > 0, expect, np.flatnonzero(w > 0)[-1])   # past the end: the last w > 0
     np.testing.assert_array_equal(out, expect)
     assert (w[out] > 0).all()
+
+
+@pytest.mark.parametrize("H,V", [(3, 7), (13, 21), (100, 65), (37, 700), (20, 4099)])
+def test_sparse_input_update_is_the_dense_one_to_the_bit(H, V):
+    """Adagrad on only the 8-entry blocks of Wxh that the chunk's inputs touch gives the dense update's
+    bits, for vocabularies where it is used (few inputs against V) and where it is not."""
+    rng = np.random.default_rng(H + V)
+    text = rng.integers(0, V, 25 * 6 + 1).astype(np.int32)
+    runs = []
+    for sparse in (True, False):
+        g = np.random.default_rng(7)
+        params = {"Wxh": g.standard_normal((H, V)) * 0.1, "Whh": g.standard_normal((H, H)) * 0.1,
+                  "Why": g.standard_normal((V, H)) * 0.1, "bh": np.zeros(H), "by": np.zeros(V)}
+        mem = {n: np.zeros_like(v) for n, v in params.items()}
+        k = Kernel(params, mem, 25, sparse=sparse)
+        assert k.sparse == sparse
+        h = np.zeros(H)
+        for s in range(0, 25 * 6, 25):
+            k.train_chunk(text, s, h, 0.1)
+        runs.append((params, mem, h))
+    (p1, m1, h1), (p2, m2, h2) = runs
+    for n in p1:
+        assert p1[n].tobytes() == p2[n].tobytes(), n
+        assert m1[n].tobytes() == m2[n].tobytes(), n
+    assert h1.tobytes() == h2.tobytes()
+    assert not np.array_equal(p1["Wxh"], runs[0][0]["Wxh"] * 0)   # it trained

@@ -58,7 +58,7 @@ def test_lanes_match_the_oracle(cell, L, V, H, optimizer, dtype):
             _scaled_close(k.grads[name], grads[name], tol)
         np.testing.assert_allclose(state, ostate, rtol=tol, atol=tol)
         k.update(lr)
-        O.update(optimizer, op, grads, om, ov, c + 1, lr)
+        O.update(optimizer, op, grads, om, ov, c + 1, lr, T)
         for name in p:
             assert p[name].dtype == dtype
             _scaled_close(p[name], op[name], 10 * tol)
@@ -212,3 +212,36 @@ def test_bad_arguments_are_refused():
         k.loss_and_grads(np.full((2, 5), 7, np.int32), np.zeros((2, 12), np.float32))
     with pytest.raises(ValueError, match=r"h must be \(2, 12\)"):
         k.loss_and_grads(np.zeros((2, 5), np.int32), np.zeros((3, 12), np.float32))
+
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])
+@pytest.mark.parametrize("kind", ["lanes", "cell"])
+def test_the_clip_is_5_for_adagrad_and_5_per_step_for_adam(kind, optimizer):
+    """Gradients between 5 and 5n (n steps summed) pass Adam's clip whole; Adagrad's are cut at 5.
+    Two steps: Adam's first step is lr * sign(g) whatever the clip."""
+    cell, L, V, H, T = "lstm", 1, 6, 5, 7
+    p = _params(cell, L, V, H, np.float64)
+    op = {k: v.copy() for k, v in p.items()}
+    mem, om, ov = _zeros_like(p), _zeros_like(p), _zeros_like(p)
+    n = T - 2                                           # a short chunk: the clip follows its length
+    xs = np.arange(n + 1, dtype=np.int32) % V
+    if kind == "lanes":
+        k = _kernel(cell, L, p, mem, T, 1, optimizer=optimizer)
+    else:
+        k = CellKernel(p, mem, T, cell=cell, layers=L, optimizer=optimizer, moments=_zeros_like(p),
+                       steps=np.zeros(1, dtype=np.int64))
+    rng = np.random.default_rng(1)
+    wide = 0
+    for t in (1, 2):
+        k.loss_and_grads(xs, np.zeros(cells.state_size(cell, L, H)))
+        grads = {}
+        for name, g in k.grads.items():                 # the kernel's own buffers: set them by hand
+            g[...] = rng.uniform(-8 * n, 8 * n, g.shape)
+            grads[name] = g.copy()
+            wide += int(((np.abs(g) > 5) & (np.abs(g) < 5 * n)).sum())
+        k.update(0.01)
+        O.update(optimizer, op, grads, om, ov, t, 0.01, n)
+        for name in p:
+            np.testing.assert_allclose(p[name], op[name], rtol=1e-12, atol=1e-15)
+    assert wide > 100                                   # the two clips differ on these
