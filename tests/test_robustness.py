@@ -61,7 +61,7 @@ def _bad_model_files(tmp_path, good):
     with np.load(good) as z:
         arrays = dict(z)
     meta = json.loads(str(arrays["meta"]))
-    meta["format_version"] = 4
+    meta["format_version"] = 99
     with open(tmp_path / "newer.tmp", "wb") as f:
         np.savez(f, **dict(arrays, meta=np.array(json.dumps(meta))))
     files["newer.npz"] = (tmp_path / "newer.tmp").read_bytes()
