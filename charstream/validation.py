@@ -120,7 +120,7 @@ class Validator:
     def check_memorizing(self, model, train_loss):
         """Warn once when the validation loss is far above the training loss and has stopped falling."""
         v = model.validation
-        if self.warned or v is None or not math.isfinite(train_loss) or v["since_best"] < 1:
+        if self.warned or v is None or not math.isfinite(train_loss) or v["since_best"] < 3:
             return
         if v["loss"] - train_loss > MEMORIZING:
             self.warned = True
