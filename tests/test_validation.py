@@ -165,4 +165,4 @@ def test_the_library_refuses_the_same(tmp_path, shakespeare):
     held = shakespeare[3000:3400] + "\u263a"
     s = charstream.train([[shakespeare[:2000]]], model=tmp_path / "m.npz", validate=[held], hidden_size=8,
                          validate_every=500)
-    assert s.validation["unknown"] == sum(c not in s.model.vocabulary for c in held) >= 1 and s.validations == 3
+    assert s.validation["unknown"] >= sum(c not in s.model.vocabulary for c in held) >= 1 and s.validations == 3
