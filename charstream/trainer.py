@@ -131,8 +131,9 @@ class Trainer:
                         idx[bad] = model.vocabulary.lookup(cps[bad])
                         unknown = _first_unknown(idx, s)
                         kernel = None
-                    if kernel is None:
-                        kernel = model.kernel(T, train=True, threads=self.threads)
+                    if kernel is None:   # one lane at float64 with dropout: one thread (a team only waits at B=1)
+                        threads = 1 if model.dtype == "float64" else self.threads
+                        kernel = model.kernel(T, train=True, threads=threads)
                     if model.dropout:
                         kernel.dropout_step = st.chunks   # the masks of update st.chunks (ext/lanes_ops.h)
                     loss = kernel.train_chunk(idx, s, st.hprev, st.learning_rate * self.lr_scale)
