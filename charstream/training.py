@@ -173,6 +173,8 @@ class Training:
         files = bool(sources) and all(isinstance(s, str) and _is_file(s) for s in sources)
         budget = o.max_seconds is not None or o.max_chars is not None
         self.passes = o.passes if o.passes is not None else (None if budget and files else 1)   # None: unbounded
+        if self.passes is None and o.max_seconds is None and o.max_chars <= _chars_in(sources):
+            self.passes = 1   # a character budget within one pass: one pass
         repeated = self.passes is None or self.passes > 1
         self.pass_sources, self.validator, self.held_out = list(sources), None, 0
         text, where = self._validation_text(sources, files, repeated)
@@ -416,6 +418,12 @@ class Training:
                        saves=checkpoint.saves if checkpoint else 0, report=report,
                        validation=dict(model.validation) if model.validation else None, validations=validations,
                        passes=self.passes, held_out=self.held_out, dropout=self.dropout)
+
+
+def _chars_in(sources):
+    """The characters of file sources, from their UTF-8 lead bytes."""
+    return sum(int(np.count_nonzero((np.fromfile(path_of(s, scheme_of(s)), dtype=np.uint8) & 0xC0) != 0x80))
+               for s in sources)
 
 
 def _is_file(source):
