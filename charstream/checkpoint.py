@@ -41,7 +41,7 @@ def open_model(path, hidden_size=None, random_seed=None, max_vocab=None, vocab=N
     fixed_vocab), or a new model when there is no file. Options that only shape a new model must
     agree with an existing one (OptionError) or are ignored with a CharstreamWarning."""
     if os.path.exists(path):
-        model = Model.load(path)
+        model = Model.load(path, resume=True)   # the current parameters, the best kept beside them
         for option, given, has in (("hidden_size", hidden_size, model.hidden_size), ("cell", cell, model.cell),
                                    ("layers", layers, model.layers), ("dtype", dtype, model.dtype)):
             if given is not None and given != has:

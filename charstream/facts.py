@@ -30,4 +30,9 @@ def facts(model):
         "format_version": model.file_format_version,
         "history": [list(p[:3]) for p in model.history.points],   # [chars_trained, nats/char, seconds] (charstream.history)
         "training_seconds": round(model.history.seconds, 3),
+        "dropout": getattr(model, "dropout", 0.0),   # the rate the last run trained with
+        # the last validation and the best model's (kept: these are its parameters), None without a validation text
+        "validation": None if getattr(model, "validation", None) is None else {
+            k: model.validation[k] for k in ("loss", "chars", "count", "best_loss", "best_chars", "best_chunks",
+                                             "since_best", "unknown") if k in model.validation},
     }

@@ -8,8 +8,10 @@ the characters they cover), so the points stay evenly spaced and never exceed MA
 depends on the characters trained alone, never on the clock or on when progress is reported, so a
 resumed run extends it exactly as one long run would have; only the seconds column is wall time.
 
-In the model file's meta: `"history"`, a list of `[chars_trained, nats_per_char, seconds]` (readers
-must accept and ignore further columns: a validation loss may follow), and `"history_open"`,
+In the model file's meta: `"history"`, a list of `[chars_trained, nats_per_char, seconds]` or, when
+a validation text was scored (charstream.validation), `[chars_trained, nats_per_char, seconds,
+val_nats_per_char]`: the last validation loss measured up to that point's characters, since the point
+before (null when there was none); readers must accept and ignore further columns. `"history_open"`,
 `[nats, chars, seconds]`: the summed loss and characters of the interval not yet closed, and the
 seconds of training in all.
 """
@@ -42,6 +44,7 @@ class History:
         self.nats, self.chars = float(nats), int(chars)
         self._seconds, self._clock = float(seconds), None   # the clock starts at the first chunk
         self._step = step_for(self.points[-1][0]) if self.points else FIRST_STEP
+        self.val = None   # the validation loss measured since the last point closed, for the next point
 
     @property
     def seconds(self):
@@ -61,7 +64,18 @@ class History:
         last = self.points[-1][0] if self.points else chars_trained - self.chars
         if chars_trained // step > last // step:
             self.points.append([chars_trained, self.nats / self.chars, round(self.seconds, 3)])
+            if self.val is not None:
+                self.points[-1].append(self.val)
+                self.val = None
             self.nats, self.chars = 0.0, 0
+
+    def validated(self, chars_trained, loss):
+        """A validation loss measured at `chars_trained`: the 4th column of the point that closed there
+        (or of the next to close)."""
+        if self.points and self.points[-1][0] == chars_trained:
+            self.points[-1][3:] = [loss]
+        else:
+            self.val = loss
 
     def _thin(self, step):
         """Merge the points that now fall in one interval of the new, larger `step`."""
@@ -71,17 +85,21 @@ class History:
             key = -(-(p[0] // old * old) // step)   # the interval of `step` the point's own interval ends in
             if merged and merged[-1][0] == key:
                 k, q, w = merged[-1]
-                merged[-1] = (key, [p[0], (q[1] * w + p[1] * span) / (w + span), p[2]], w + span)
+                val = p[3:4] if len(p) > 3 and p[3] is not None else q[3:4]   # the later validation
+                merged[-1] = (key, [p[0], (q[1] * w + p[1] * span) / (w + span), p[2]] + val, w + span)
             else:
-                merged.append((key, list(p[:3]), span))
+                merged.append((key, list(p[:4]), span))
             start = p[0]
         self.points = [q for _, q, _ in merged]
         self._step = step
 
     def to_meta(self):
         """The two meta fields, JSON-able."""
-        return {"history": [list(p) for p in self.points],
+        meta = {"history": [list(p) for p in self.points],
                 "history_open": [self.nats, self.chars, round(self.seconds, 3)]}
+        if self.val is not None:   # a validation loss waiting for the next point
+            meta["history_val"] = self.val
+        return meta
 
     @classmethod
     def from_meta(cls, meta, where="the model file"):
@@ -90,7 +108,10 @@ class History:
         if points is None and tail is None:
             return cls()
         try:
-            return cls(_checked_points(points, meta.get("chars_trained")), *_checked_open(tail))
+            history = cls(_checked_points(points, meta.get("chars_trained")), *_checked_open(tail))
+            if meta.get("history_val") is not None:
+                history.val = _number(meta["history_val"], "the waiting validation loss")
+            return history
         except ValueError as e:
             warnings.warn(f"{where}: its training history is malformed ({e}): dropped, the model is intact",
                           CharstreamWarning, stacklevel=3)
@@ -117,6 +138,8 @@ def _checked_points(points, chars_trained):
             raise ValueError("a point is beyond the characters trained")
         _number(p[1], "a loss")
         _number(p[2], "a time")
+        if len(p) > 3 and p[3] is not None:
+            _number(p[3], "a validation loss")
         last = chars
     return points
 

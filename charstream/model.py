@@ -85,6 +85,8 @@ class Model:
                              "invalid bytes are read as U+FFFD)")
         self.vocabulary = Vocab(chars, max_vocab, fixed_vocab)
         self.rng = np.random.default_rng(random_seed)
+        # the dropout masks' key (ext/lanes_ops.h), from the seed without drawing from rng (its draws are the weights)
+        self.random_seed_key = int(np.random.SeedSequence(random_seed).generate_state(1, np.uint64)[0] >> 1)
         self.file_format_version = None   # the version of the file it was loaded from, if any
         H = int(hidden_size)
         # drawn in float64 whatever the dtype (the same draws), then rounded once to float32
@@ -95,6 +97,9 @@ class Model:
         if "v" in cells.slots(self.cell):
             self.state.moments = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.history = History()   # the training curve (charstream.history), saved with the model
+        self.validation = None     # what validation measured (charstream.validation), saved with the model
+        self.best = None           # {"params", "hprev"}: the parameters of the lowest validation loss, while training
+        self.dropout = 0.0         # the training kernel's dropout rate (charstream.validation), saved with the model
 
     def _table(self, V=None, H=None):
         """This model's rows of the cell's parameter table (charstream.cells)."""
@@ -172,6 +177,9 @@ class Model:
                 if p.name in memory:
                     memory[p.name] = np.ascontiguousarray(
                         np.concatenate([memory[p.name], np.zeros_like(add)], axis=p.grows))
+            if self.best is not None:   # the best model gets the same new characters' weights
+                self.best["params"][p.name] = np.ascontiguousarray(
+                    np.concatenate([self.best["params"][p.name], add], axis=p.grows))
         return new
 
     def kernel(self, seq_length=None, train=False, lanes=1, threads=1):
@@ -180,10 +188,14 @@ class Model:
         LaneKernel (float32, or several lanes, on `threads`). They have the same methods."""
         T = seq_length or (self.state.seq_length if train else 1)   # sampling and scoring need no chunk buffers
         st = self.state
-        if self.dtype != "float64" or lanes > 1:
-            return LaneKernel(self.params, st.mem if train else None, T, cell=self.cell, layers=self.layers,
-                              moments=st.moments if train else None, steps=st.steps if train else None,
-                              lanes=lanes, threads=threads)
+        dropout = self.dropout if train else 0.0   # never when scoring or sampling
+        if self.dtype != "float64" or lanes > 1 or dropout > 0:
+            kernel = LaneKernel(self.params, st.mem if train else None, T, cell=self.cell, layers=self.layers,
+                                moments=st.moments if train else None, steps=st.steps if train else None,
+                                lanes=lanes, threads=threads)
+            if dropout > 0:
+                kernel.set_dropout(dropout, self.dropout_seed)
+            return kernel
         if (self.cell, self.layers) == ("rnn", 1):
             return Kernel(self.params, self.state.mem if train else None, T)
         st = self.state
@@ -264,16 +276,27 @@ class Model:
             raise ValueError("evaluate needs at least two characters the model knows")
         return result.nats_per_char
 
+    @property
+    def dropout_seed(self):
+        """The seed of the dropout masks: drawn once from the model's generator state as it was created
+        (docs/kernel.md), so that masks depend on the model and the update step alone."""
+        return int(self.random_seed_key)
+
     def save(self, path):
         """Write the model and its training state to one `.npz` file, atomically."""
         store.write(path, *self.to_arrays())
 
     @classmethod
-    def load(cls, path):
-        """The model saved at `path`; ModelFileError saying what is wrong with any other file."""
+    def load(cls, path, resume=False):
+        """The model saved at `path`; ModelFileError saying what is wrong with any other file.
+
+        A file that kept a best model (training scored a validation text: charstream.validation)
+        holds two sets of parameters: by default this is the best one, the model to use (generate,
+        eval, serve); `resume=True` gives the current one to go on training (with the best in `best`),
+        as `charstream.train` does."""
         meta, arrays = store.read(path)
         try:
-            return cls.from_arrays(meta, arrays, where=path)
+            return cls.from_arrays(meta, arrays, where=path, resume=resume)
         except ValueError as e:
             raise ModelFileError(f"{path}: corrupt model file ({e})") from None
 
@@ -301,7 +324,12 @@ class Model:
             meta.update(lanes=st.lanes, block=st.block, round_step=st.round_step)
         if st.moments:
             meta["steps"] = int(st.steps[0])
+        if self.dropout:
+            meta["dropout"] = self.dropout
+        meta["dropout_seed"] = self.random_seed_key
         meta.update(self.history.to_meta())
+        if self.validation is not None:
+            meta["validation"] = dict(self.validation)
         arrays = dict(self.params)
         arrays.update({"m" + k: v for k, v in st.mem.items()})
         arrays.update({"v" + k: v for k, v in st.moments.items()})
@@ -309,12 +337,18 @@ class Model:
                       tail=np.asarray(st.tail, dtype=np.uint32))
         if st.lanes > 1:
             arrays["hlanes"] = st.hlanes
+        if self.best is not None and self.validation is not None:
+            # the best model under the plain names (what every reader uses), the current one to resume
+            arrays.update({store.CURRENT + k: v for k, v in self.params.items()}, **{store.CURRENT + "hprev": st.hprev})
+            arrays.update(self.best["params"], hprev=self.best["hprev"])
+            meta["best_kept"] = True
         return meta, arrays
 
     @classmethod
-    def from_arrays(cls, meta, arrays, where="the model file"):
+    def from_arrays(cls, meta, arrays, where="the model file", resume=False):
         """The model `to_arrays` described (as `charstream.store.read` returns it, checked); a malformed
-        training history is dropped with a CharstreamWarning naming `where`."""
+        training history is dropped with a CharstreamWarning naming `where`. With a best model kept,
+        the best parameters (or with `resume`, the current ones; see `load`)."""
         model = cls.__new__(cls)
         model.cell, model.layers = cells.check(meta["cell"], meta["layers"])
         model.vocabulary = Vocab(list(to_text(arrays["vocab"])), meta["max_vocab"], meta["fixed_vocab"])
@@ -326,7 +360,15 @@ class Model:
         model.file_format_version = meta.get("format_version")
         names = cells.names(model.cell, model.layers)
         model.params = {k: arrays[k] for k in names}
-        model.state = TrainState(mem={k: arrays["m" + k] for k in names}, hprev=arrays["hprev"],
+        hprev, model.best = arrays["hprev"], None
+        if meta.get("best_kept") and resume:
+            model.best = {"params": model.params, "hprev": hprev}
+            model.params = {k: arrays[store.CURRENT + k] for k in names}
+            hprev = arrays[store.CURRENT + "hprev"]
+        model.validation = meta.get("validation")
+        model.dropout = meta.get("dropout", 0.0)
+        model.random_seed_key = meta.get("dropout_seed", 0)
+        model.state = TrainState(mem={k: arrays["m" + k] for k in names}, hprev=hprev,
                                  tail=arrays["tail"].copy(), seq_length=meta["seq_length"],
                                  learning_rate=meta["learning_rate"], chunks=meta["chunks"],
                                  chars_seen=meta["chars_seen"], chars_trained=meta["chars_trained"],

@@ -11,7 +11,7 @@ from typing import Any, Optional
 from .scoring import LN2
 
 LOG_FIELDS = ("time", "elapsed_s", "chars_seen", "chars_trained", "chunks", "smooth_nats_per_char", "window_nats_per_char",
-              "window_bits_per_char", "chars_per_s", "vocab_size")
+              "window_bits_per_char", "chars_per_s", "vocab_size", "val_nats_per_char", "best_val_nats_per_char")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class Report:
     fraction: Optional[float]     # how far through the run, 0 to 1 (None: a stream of unknown length)
     eta_s: Optional[float]        # seconds left, estimated (None: unknown)
     idle: bool                    # reported because the stream went quiet
+    val_nats_per_char: Optional[float] = None        # the last validation loss (None: no validation text)
+    best_val_nats_per_char: Optional[float] = None   # the lowest validation loss: the best model kept
+    best_chars: Optional[int] = None                 # characters trained when the best was measured
     model: Any = field(repr=False, compare=False, default=None)   # the live model (whole: sample it if you like)
 
     def log_row(self):
@@ -139,11 +142,17 @@ class Meter:
             self.callback(r)
         return r
 
+    def window_loss(self, record=None):
+        """The mean nats/char of the last `window` chunks (`record`'s included when given, not yet updated)."""
+        losses = list(self._losses) + ([(record.loss, record.seq_length)] if record is not None else [])
+        losses = losses[-self._losses.maxlen:]
+        return sum(l for l, _ in losses) / sum(t for _, t in losses) if losses else math.nan
+
     def figures(self, record, now, idle=False):
         st = self.model.state
         elapsed = max(now - self.start, 1e-9)
-        window = (sum(l for l, _ in self._losses) / sum(t for _, t in self._losses)
-                  if self._losses else math.nan)
+        window = self.window_loss()
+        v = getattr(self.model, "validation", None) or {}
         trained = st.chars_trained - self.trained0
         fraction, eta = self.extent.estimate(elapsed, trained)
         return Report(time=round(time.time(), 3), elapsed_s=round(elapsed, 3), chars_seen=st.chars_seen,
@@ -151,7 +160,8 @@ class Meter:
                       smooth_nats_per_char=record.smooth_loss / record.seq_length, window_nats_per_char=window,
                       window_bits_per_char=window / LN2, chars_per_s=round(trained / elapsed, 1),
                       vocab_size=record.vocab_size, window=len(self._losses), fraction=fraction, eta_s=eta,
-                      idle=idle, model=self.model)
+                      idle=idle, model=self.model, val_nats_per_char=v.get("loss"),
+                      best_val_nats_per_char=v.get("best_loss"), best_chars=v.get("best_chars"))
 
 
 def sample_text(model, length, prompt="", temperature=1.0, random_seed=None, fresh_state=False):

@@ -82,8 +82,13 @@ def score_adaptive(model, texts, learning_rate=None, fresh_state=False):
     copy is thrown away: `model` is not changed. Its vocabulary stays as it is (unknown characters
     are counted and skipped, as `score` does); the characters after the last whole chunk are scored
     without training, so both modes score the same characters."""
-    twin = copy.deepcopy(model)
+    best, model.best = getattr(model, "best", None), None   # not copied: the twin only scores
+    try:
+        twin = copy.deepcopy(model)
+    finally:
+        model.best = best
     twin.fixed_vocab = True
+    twin.dropout = 0.0   # dynamic evaluation trains without dropout
     st = twin.state
     st.tail = np.empty(0, dtype=np.uint32)        # the training stream's untrained rest is not this text
     st.hprev = twin.start_state(fresh_state)

@@ -18,7 +18,8 @@ from . import cells
 from .vocab import DEFAULT_MAX_VOCAB, MAX_CODEPOINT, to_text
 
 FORMAT = "charstream-model"
-FORMAT_VERSION = 3   # 3: float32 models and lanes; 2: meta names the cell and the layers; 1: rnn, one layer
+FORMAT_VERSION = 4   # 4: a best model kept; 3: float32 models and lanes; 2: meta names the cell and the layers; 1: rnn, one layer
+CURRENT = "current_"  # with a best model kept: the prefix of the current parameters and hprev (resumed from)
 
 
 def write(path, meta, arrays):
@@ -31,7 +32,8 @@ def write(path, meta, arrays):
     path = os.path.realpath(path)   # through a symlink: replace its target, keep the link
     # a file only version 3 can read says so; any other keeps version 2, which older charstreams read
     newer = meta.get("dtype", "float64") != "float64" or meta.get("lanes", 1) > 1
-    meta = dict(meta, format=FORMAT, format_version=FORMAT_VERSION if newer else 2)
+    version = 4 if meta.get("best_kept") else 3 if newer else 2
+    meta = dict(meta, format=FORMAT, format_version=version)
     arrays = {"meta": np.array(json.dumps(meta)), **arrays}
     folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
@@ -164,6 +166,10 @@ def entries(meta, V):
     table["hprev"] = (f, (S,))
     if "lanes" in meta:
         table["hlanes"] = (f, (meta["lanes"], S))
+    if meta.get("best_kept"):   # the plain names hold the best model, these the current one
+        for p in cells.params(cell, layers, V, H):
+            table[CURRENT + p.name] = (f, p.shape)
+        table[CURRENT + "hprev"] = (f, (S,))
     return table
 
 
@@ -360,6 +366,7 @@ def _checked_meta(path, bad, meta):
     if meta.get("lanes", 1) > 1 and not (_is_int(meta.get("block")) and _is_int(meta.get("round_step"))
                                          and meta["block"] >= T and meta["round_step"] * T < meta["block"]):
         raise bad("the lanes' block and round_step do not fit together (block >= seq_length > round_step's)")
+    _check_validation_meta(bad, meta)
     max_vocab = meta.get("max_vocab")   # absent from older files: the default, or the vocabulary's size
     fixed_vocab = meta.get("fixed_vocab", False)
     if (max_vocab is not None and (not _is_int(max_vocab) or max_vocab < 1)) or not isinstance(fixed_vocab, bool):
@@ -368,6 +375,33 @@ def _checked_meta(path, bad, meta):
     return dict(meta, cell=cell, layers=layers, hidden_size=H, seq_length=T, learning_rate=float(lr), chunks=chunks,
                 chars_seen=chars_seen, chars_trained=chars_trained, smooth_loss=smooth, rng=rng_state,
                 reset_every=reset_every, max_vocab=max_vocab, fixed_vocab=fixed_vocab, format_version=version)
+
+
+def _check_validation_meta(bad, meta):
+    """The dropout settings and what validation measured (charstream.validation), when a file has them."""
+    d = meta.get("dropout", 0.0)
+    if not _is_number(d) or not 0 <= d < 1:
+        raise bad("dropout must be a number in [0, 1)")
+    key = meta.get("dropout_seed", 0)
+    if not _is_int(key) or not 0 <= key < 1 << 63:
+        raise bad("dropout_seed must be an integer in [0, 2**63)")
+    if not isinstance(meta.get("best_kept", False), bool):
+        raise bad("best_kept must be true or false")
+    v = meta.get("validation")
+    if v is None:
+        if meta.get("best_kept"):
+            raise bad("a best model is kept without its validation figures")
+        return
+    if not isinstance(v, dict):
+        raise bad("validation must be an object")
+    for key in ("count", "since_best", "best_chars", "best_chunks", "chars"):
+        if not _is_int(v.get(key)) or v[key] < 0:
+            raise bad(f"validation's {key} must be a non-negative integer")
+    for key in ("loss", "best_loss", "best_seconds"):
+        if not _is_number(v.get(key)) or not math.isfinite(v[key]) or v[key] < 0:
+            raise bad(f"validation's {key} must be a finite number >= 0")
+    if not isinstance(v.get("text"), str) or len(v["text"]) > 64:
+        raise bad("validation's text must be a digest string")
 
 
 def _checked_arrays(bad, meta, a):

@@ -131,8 +131,11 @@ class Trainer:
                         idx[bad] = model.vocabulary.lookup(cps[bad])
                         unknown = _first_unknown(idx, s)
                         kernel = None
-                    if kernel is None:
-                        kernel = model.kernel(T, train=True, threads=self.threads)
+                    if kernel is None:   # one lane at float64 with dropout: one thread (a team only waits at B=1)
+                        threads = 1 if model.dtype == "float64" else self.threads
+                        kernel = model.kernel(T, train=True, threads=threads)
+                    if model.dropout:
+                        kernel.dropout_step = st.chunks   # the masks of update st.chunks (ext/lanes_ops.h)
                     loss = kernel.train_chunk(idx, s, st.hprev, st.learning_rate * self.lr_scale)
                     if not math.isfinite(loss):
                         raise NonFiniteError(f"the loss became {loss} at chunk {st.chunks + 1}: "
@@ -179,6 +182,8 @@ class Trainer:
                     xs[:] = idx.reshape(B, T + 1)
                     if kernel is None:
                         kernel = model.kernel(T, train=True, lanes=B, threads=self.threads)
+                    if model.dropout:
+                        kernel.dropout_step = st.chunks
                     loss = kernel.train_chunk(xs, 0, st.hlanes, st.learning_rate * self.lr_scale) / B
                     if not math.isfinite(loss):
                         raise NonFiniteError(f"the loss became {loss} at chunk {st.chunks + 1}: "

@@ -13,6 +13,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -52,7 +53,29 @@ typedef struct {
     ptrdiff_t *offh, *offx, offy;
     int stale;         /* wT and wx0T are out of date (set by an update) */
     double loss;
+    /* dropout (training only; ext/lanes_ops.h, cs_lanes_drop): off when keep_bits is 0 */
+    uint64_t dkey;     /* cs_drop_key(seed, step): the masks of one update */
+    uint64_t keep_bits;   /* a unit is kept when its hash >> 11 < keep_bits (keep = 1 - rate, times 2^53) */
+    double dscale;     /* 1 / keep: inverted dropout */
+    void *dm;          /* (L, T, B, H): each layer's output mask, 0 or dscale */
+    void *hd;          /* (L, T, B, H): each layer's output times its mask, what the layer above and the head read */
 } cs_lanes;
+
+/* splitmix64's output function over z + the golden gamma: a counter-based hash (Steele et al. 2014). */
+static inline uint64_t cs_splitmix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The key of one update's masks: splitmix64(seed ^ splitmix64(step)). Unit i of lane b's output of
+ * layer l at step t of the chunk is kept when splitmix64(key + ((l*T + t)*B + b)*H + i) >> 11 < keep_bits. */
+static inline uint64_t cs_drop_key(uint64_t seed, uint64_t step)
+{
+    return cs_splitmix64(seed ^ cs_splitmix64(step));
+}
 
 #define CS_LANE_MB 16   /* cs_pgemm's tile: rows (a multiple of 4) ... */
 #define CS_LANE_NB 64   /* ... and columns (a multiple of every path's 4 vectors: 64 floats with AVX-512) */

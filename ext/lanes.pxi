@@ -51,6 +51,12 @@ cdef extern from "lanes.h" nogil:
         Py_ssize_t offy
         int stale
         double loss
+        unsigned long long dkey
+        unsigned long long keep_bits
+        double dscale
+        void* dm
+        void* hd
+    unsigned long long cs_drop_key(unsigned long long seed, unsigned long long step)
     double cs_lanes_chunk(cs_lanes* c, const int* xs, Py_ssize_t ldx, Py_ssize_t n, void* state, double scale)
     void cs_lanes_update(cs_lanes* c, double lr, double c1, double c2)
     Py_ssize_t cs_lanes_layout(cs_lanes* c)
@@ -112,6 +118,8 @@ cdef class LaneKernel:
     cdef object _keep, _grads
     cdef long long[::1] steps
     cdef bint training
+    cdef public double dropout
+    cdef unsigned long long _dseed, _dstep
 
     def __cinit__(self):
         memset(&self.c, 0, sizeof(cs_lanes))
@@ -250,6 +258,40 @@ cdef class LaneKernel:
         keep += doubles + [xin]
         c.stale = 1
         self._keep = keep
+
+    def set_dropout(self, double rate, seed=0):
+        """Inverted dropout while training, at `rate` in [0, 1) (0: off), on the non-recurrent
+        connections: each layer's output h_t as the layer above and the head read it (the recurrence
+        reads it whole). Unit i of lane b's output of layer l at step t of a chunk is kept, times
+        1 / (1 - rate), when `splitmix64(key + ((l*T + t)*B + b)*H + i) >> 11 < (1 - rate) * 2**53` with
+        key = `splitmix64(seed ^ splitmix64(dropout_step))`: the masks depend on the seed and the
+        step alone (never on threads), and no state but the step is needed to draw them again."""
+        self._need_training()
+        if not 0 <= rate < 1:
+            raise ValueError(f"the dropout rate must be in [0, 1), got {rate}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 64:
+            raise ValueError(f"the dropout seed must be an integer in [0, 2**64), got {seed!r}")
+        self.dropout, self._dseed = rate, int(seed)
+        if rate > 0 and self.c.dm == NULL:
+            n = max(self.L * self.T * self.B * self.H, 1)
+            dm, hd = _aligned_zeros(n, self.dtype), _aligned_zeros(n, self.dtype)
+            self._keep += [dm, hd]
+            self.c.dm, self.c.hd = _data(dm), _data(hd)
+        self.c.dscale = 1.0 / (1.0 - rate)
+        self.c.keep_bits = 0 if rate == 0 else <unsigned long long>((1.0 - rate) * 9007199254740992.0)
+        self.c.dkey = cs_drop_key(self._dseed, self._dstep)
+
+    @property
+    def dropout_step(self):
+        """The update the next chunk's dropout masks belong to (the trainer sets it: chunks trained)."""
+        return self._dstep
+
+    @dropout_step.setter
+    def dropout_step(self, step):
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 0 <= step < 2 ** 64:
+            raise ValueError(f"the dropout step must be an integer in [0, 2**64), got {step!r}")
+        self._dstep = int(step)
+        self.c.dkey = cs_drop_key(self._dseed, self._dstep)
 
     @property
     def threads(self):

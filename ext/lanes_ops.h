@@ -112,6 +112,42 @@ static void CS_NAME(cs_lanes_prepare)(cs_lanes *c)
     CS_NAME(cs_ppack)(F(c->Why), H, V, H, 0, P + o[4 * c->L + 1]);
 }
 
+/* Dropout of layer l's outputs h_1..h_n (rows (t, b)): dm[l] = 0 or 1/keep by the counter hash of
+ * lanes.h (cs_drop_key), hd[l] = hs[l, 1:n+1] * dm[l]. Equivalent numpy: tests/oracle_cells.py, drop_masks. */
+static void CS_NAME(cs_lanes_drop)(cs_lanes *c, ptrdiff_t l, ptrdiff_t n)
+{
+    ptrdiff_t H = c->H, B = c->B, T = c->T, r;
+    const R *h = F(c->hs) + l * (T + 1) * B * H + B * H;
+    R *m = F(c->dm) + l * T * B * H, *hd = F(c->hd) + l * T * B * H, keep = (R)c->dscale;
+    #pragma omp for schedule(static)
+    for (r = 0; r < n * B; r++) {
+        uint64_t base = c->dkey + (uint64_t)((l * T + r / B) * B + r % B) * (uint64_t)H;
+        for (ptrdiff_t i = 0; i < H; i++) {
+            R k = (cs_splitmix64(base + (uint64_t)i) >> 11) < c->keep_bits ? keep : (R)0;
+            m[r * H + i] = k;
+            hd[r * H + i] = h[r * H + i] * k;
+        }
+    }
+}
+
+/* Equivalent to `d[:n*B*H] *= dm[l, :n*B*H]`: a gradient through layer l's dropped outputs. */
+static void CS_NAME(cs_lanes_undrop)(cs_lanes *c, ptrdiff_t l, ptrdiff_t n, R *d)
+{
+    ptrdiff_t H = c->H, B = c->B, r;
+    const R *m = F(c->dm) + l * c->T * B * H;
+    #pragma omp for schedule(static)
+    for (r = 0; r < n * B; r++)
+        for (ptrdiff_t i = 0; i < H; i++)
+            d[r * H + i] *= m[r * H + i];
+}
+
+/* Layer l's outputs h_1..h_n as the layer above and the head read them: dropped when dropout is on. */
+static const R *CS_NAME(cs_lanes_out)(const cs_lanes *c, ptrdiff_t l)
+{
+    ptrdiff_t H = c->H, B = c->B, T = c->T;
+    return c->keep_bits ? F(c->hd) + l * T * B * H : F(c->hs) + l * (T + 1) * B * H + B * H;
+}
+
 /* Forward through n steps of every layer on every lane, from state (B, S): fills hs, cs, acts, aux. */
 static void CS_NAME(cs_lanes_forward)(cs_lanes *c, const int *xs, ptrdiff_t ldx, ptrdiff_t n, const R *state)
 {
@@ -140,7 +176,7 @@ static void CS_NAME(cs_lanes_forward)(cs_lanes *c, const int *xs, ptrdiff_t ldx,
             #pragma omp for schedule(static)
             for (r = 0; r < n * B; r++)
                 memcpy(A + r * GH, bl, GH * sizeof(R));
-            CS_NAME(cs_pgemm)(A, GH, F(c->hs) + (l - 1) * (T + 1) * B * H + B * H, H, 1,
+            CS_NAME(cs_pgemm)(A, GH, CS_NAME(cs_lanes_out)(c, l - 1), H, 1,
                               F(c->wT) + c->offx[l], GH, F(c->wP) + c->opk[4 * l + 1], n * B, H, GH, 1);
         }
         for (t = 0; t < n; t++) {
@@ -152,6 +188,8 @@ static void CS_NAME(cs_lanes_forward)(cs_lanes *c, const int *xs, ptrdiff_t ldx,
                                          hsl + (o + B) * H, csl + (o + B) * H, X + o * H);
             }
         }
+        if (c->keep_bits)
+            CS_NAME(cs_lanes_drop)(c, l, n);
     }
 }
 
@@ -160,7 +198,8 @@ static void CS_NAME(cs_lanes_forward)(cs_lanes *c, const int *xs, ptrdiff_t ldx,
 static void CS_NAME(cs_lanes_head)(cs_lanes *c, const int *xs, ptrdiff_t ldx, ptrdiff_t n, R scale)
 {
     ptrdiff_t H = c->H, V = c->V, Vp = c->Vp, B = c->B, T = c->T, nB = n * B, ldT = c->ldT, r, v;
-    const R *top = F(c->hs) + (c->L - 1) * (T + 1) * B * H + B * H;     /* (nB, H): h_1 .. h_n */
+    const R *top = CS_NAME(cs_lanes_out)(c, c->L - 1);                /* (nB, H): h_1 .. h_n, dropped */
+    (void)T;
     R *ys = F(c->ys), *tT = F(c->tT);
     const R *by = F(c->by);
     #pragma omp for schedule(static)
@@ -200,6 +239,8 @@ static void CS_NAME(cs_lanes_head)(cs_lanes *c, const int *xs, ptrdiff_t ldx, pt
     }
     CS_NAME(cs_pgemm)(F(c->dhx) + (c->L - 1) * T * B * H, H, ys, Vp, 1, F(c->Why), H,
                       F(c->wP) + c->opk[4 * c->L + 1], nB, V, H, 0);                    /* dY @ Why */
+    if (c->keep_bits)
+        CS_NAME(cs_lanes_undrop)(c, c->L - 1, n, F(c->dhx) + (c->L - 1) * T * B * H);
 }
 
 /* Backward through time, the layers top down: every weight's gradient, each lower layer's dhx. */
@@ -251,11 +292,13 @@ static void CS_NAME(cs_lanes_backward)(cs_lanes *c, const int *xs, ptrdiff_t ldx
             F(c->db[l])[g] = s;
         }
         if (l > 0) {
-            const R *below = F(c->hs) + (l - 1) * (T + 1) * B * H + B * H;
+            const R *below = CS_NAME(cs_lanes_out)(c, l - 1);
             CS_NAME(cs_ppack)(below, H, nB, H, 0, F(c->pk));
             CS_NAME(cs_pgemm)(F(c->dWx[l]), H, tT, ldT, 1, below, H, F(c->pk), GH, nB, H, 0);  /* da^T @ h_below */
             CS_NAME(cs_pgemm)(F(c->dhx) + (l - 1) * T * B * H, H, DA, GH, 1, F(c->Wx[l]), H,
                               F(c->wP) + c->opk[4 * l + 3], nB, GH, H, 0);
+            if (c->keep_bits)
+                CS_NAME(cs_lanes_undrop)(c, l - 1, n, F(c->dhx) + (l - 1) * T * B * H);
         } else {               /* dWxh[:, x] += da_t for each input x: by columns of 64, rows in order */
             R *G0 = F(c->gx0T);
             ptrdiff_t q;

@@ -77,7 +77,7 @@ def same_bits(a, b):
 def without_seconds(history):
     """A history's points (or its open interval) without their wall-clock seconds, the one column no
     two runs share."""
-    return [[p[0], p[1]] for p in history]
+    return [[p[0], p[1]] + list(p[3:]) for p in history]
 
 
 def assert_same_model(m, ref):
@@ -114,6 +114,8 @@ def comparable_meta(meta):
     if "history" in meta:
         meta["history"] = without_seconds(meta["history"])
         meta["history_open"] = meta["history_open"][:2]
+    if "validation" in meta:   # when the best was measured, in wall-clock seconds of training
+        meta["validation"] = {k: v for k, v in meta["validation"].items() if k != "best_seconds"}
     return meta
 
 

@@ -72,10 +72,12 @@ def join(cell, states):
     return np.concatenate([np.concatenate([h, c]) if cell == "lstm" else h for h, c in states])
 
 
-def loss_fun(cell, layers, p, inputs, targets, state):
+def loss_fun(cell, layers, p, inputs, targets, state, masks=None):
     """Summed cross-entropy, gradients (keyed like p) and the last flat state, in p's dtype (float32
-    arrays give the float32 oracle)."""
+    arrays give the float32 oracle). `masks` (layers, n, H): dropout's multipliers of each layer's
+    output h_t where the layer above and the head read it (the recurrence reads h_t itself)."""
     V, H = p["Why"].shape
+    keep = (lambda l, t, h: h) if masks is None else (lambda l, t, h: h * masks[l][t])
     st = split(cell, layers, H, state)
     caches, ins, hs, cs, ps = [], [], [], [], []
     loss = 0.0
@@ -88,7 +90,7 @@ def loss_fun(cell, layers, p, inputs, targets, state):
             hn, cn, cache = step(cell, *_layer_params(p, l), layer_in, h, c)
             row.append((layer_in, h, c, cache))
             st[l] = (hn, cn)
-            layer_in = hn
+            layer_in = keep(l, t, hn)
         caches.append(row)
         y = p["Why"] @ layer_in + p["by"]
         e = np.exp(y - y.max())
@@ -103,7 +105,7 @@ def loss_fun(cell, layers, p, inputs, targets, state):
         dy[targets[t]] -= 1
         g["Why"] += np.outer(dy, hs[t])
         g["by"] += dy
-        dh = p["Why"].T @ dy
+        dh = keep(layers - 1, t, p["Why"].T @ dy)
         for l in reversed(range(layers)):
             layer_in, h, c, cache = caches[t][l]
             Wxh, Whh, _ = _layer_params(p, l)
@@ -114,7 +116,7 @@ def loss_fun(cell, layers, p, inputs, targets, state):
             g[n("bh", l)] += da
             dhnext[l] = Whh.T @ dw + dhp
             dcnext[l] = dc
-            dh = Wxh.T @ da
+            dh = keep(l - 1, t, Wxh.T @ da) if l > 0 else None
     return loss, g, join(cell, st)
 
 
@@ -169,12 +171,42 @@ def advance(cell, layers, p, st, ix):
     return out
 
 
-def loss_fun_lanes(cell, layers, p, xs, states):
+M64 = (1 << 64) - 1
+
+
+def splitmix64(z):
+    """splitmix64's output of z + the golden gamma, on Python ints (ext/lanes.h, cs_splitmix64)."""
+    z = (z + 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def drop_masks(seed, step, rate, layers, T, B, H, n, dtype):
+    """Dropout's multipliers (B, layers, n, H) of one update, as LaneKernel draws them: unit i of lane
+    b's output of layer l at step t is 1/(1-rate) when splitmix64(key + ((l*T + t)*B + b)*H + i) >> 11
+    < (1-rate) * 2**53, key = splitmix64(seed ^ splitmix64(step)), else 0. T is the kernel's."""
+    key = splitmix64(seed ^ splitmix64(step))
+    bits = int((1.0 - rate) * 2.0 ** 53)
+    scale = np.asarray(1.0 / (1.0 - rate)).astype(dtype)
+    out = np.zeros((B, layers, n, H), dtype=dtype)
+    for b in range(B):
+        for l in range(layers):
+            for t in range(n):
+                base = key + ((l * T + t) * B + b) * H
+                for i in range(H):
+                    if splitmix64((base + i) & M64) >> 11 < bits:
+                        out[b, l, t, i] = scale
+    return out
+
+
+def loss_fun_lanes(cell, layers, p, xs, states, masks=None):
     """The lanes' summed loss, their mean gradient and last states: `loss_fun` on each row of xs
-    (B, n+1) from each row of states (B, S)."""
+    (B, n+1) from each row of states (B, S), with lane b's dropout masks[b] (drop_masks) if given."""
     loss, total, out = 0.0, None, []
     for b in range(len(xs)):
-        lb, g, st = loss_fun(cell, layers, p, xs[b, :-1], xs[b, 1:], states[b])
+        lb, g, st = loss_fun(cell, layers, p, xs[b, :-1], xs[b, 1:], states[b],
+                             None if masks is None else masks[b])
         loss += lb
         total = g if total is None else {k: total[k] + g[k] for k in g}
         out.append(st)

@@ -61,7 +61,7 @@ def _bad_model_files(tmp_path, good):
     with np.load(good) as z:
         arrays = dict(z)
     meta = json.loads(str(arrays["meta"]))
-    meta["format_version"] = 4
+    meta["format_version"] = 99
     with open(tmp_path / "newer.tmp", "wb") as f:
         np.savez(f, **dict(arrays, meta=np.array(json.dumps(meta))))
     files["newer.npz"] = (tmp_path / "newer.tmp").read_bytes()
@@ -74,7 +74,7 @@ EXPECTED = {
     "empty.npz": ": not a charstream model (not an .npz archive): the file is empty",
     "foreign.npz": ": not a charstream model (no 'meta' entry)",
     "pickled.npz": ": holds pickled objects, which charstream never loads",
-    "newer.npz": ": written by a newer charstream (format 4; this one reads up to 3): upgrade charstream to read it",
+    "newer.npz": ": written by a newer charstream (format 99; this one reads up to 4): upgrade charstream to read it",
 }
 
 

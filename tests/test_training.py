@@ -211,7 +211,8 @@ def test_every_option_of_the_command_is_an_option_of_train_by_the_same_name():
     """Adding an option is one click option and one Options field: the command passes the rest on."""
     from dataclasses import fields
     from charstream.cli.train import train as command
-    own = {"sources", "model_path", "listen", "sample_every"}   # the command's: where, TCP, the terminal
+    own = {"sources", "model_path", "listen", "sample_every",   # the command's: where, TCP, the terminal
+           "no_validation"}                                    # validate=False
     assert {p.name for p in command.params} - own == {f.name for f in fields(charstream.Options)}
     for p in command.params:
         if p.name not in own and p.name != "fixed_vocab":

@@ -87,5 +87,11 @@ def info(model_path, as_json):
     click.echo(f"trained        {d['chunks_trained']:,} chunks, {d['chars_seen']:,} characters seen "
                f"({d['untrained_tail']} in the untrained tail)")
     click.echo(f"recent loss    {recent}")
+    v = d["validation"]
+    if v is not None:
+        click.echo(f"validation     {v['loss']:.4f} nats/char last ({v['count']:,} validations); this is the best "
+                   f"model: {v['best_loss']:.4f} nats/char at {v['best_chars']:,} characters trained")
+    if d["dropout"]:
+        click.echo(f"dropout        {d['dropout']:g} while training")
     for line in _curve(d["history"]):
         click.echo(line)

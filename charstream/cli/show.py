@@ -26,12 +26,19 @@ def how_far(report):
     return f"{report.fraction:.0%} done{left}"
 
 
+def validation(report):
+    """"  val 1.234 (best 1.200)" nats/char, or the note that the stream's loss is held out as it comes."""
+    if report.val_nats_per_char is None:
+        return " (each chunk scored before it trains)"
+    return f"  val {report.val_nats_per_char:.3f} (best {report.best_val_nats_per_char:.3f}) nats/char"
+
+
 def line(report):
     """A report as one plain line (a pipe's, the log's reader's)."""
     f = report
     text = (f"chars {f.chars_trained:,}  chunks {f.chunks:,}  {f.chars_per_s:,.0f} chars/s  "
             f"loss {f.smooth_nats_per_char:.3f} nats/char ({f.smooth_nats_per_char / LN2:.3f} bits/char)  "
-            f"last {f.window} chunks {f.window_bits_per_char:.3f} bits/char  V={f.vocab_size}")
+            f"last {f.window} chunks {f.window_bits_per_char:.3f} bits/char{validation(f)}  V={f.vocab_size}")
     far = how_far(report)
     return f"{text}  {far}" if far else text
 
@@ -67,7 +74,8 @@ class Printer:
     def _bar(self, report):
         width = shutil.get_terminal_size((80, 24)).columns
         eta = "" if report.eta_s is None else f"  {duration(report.eta_s)} left"
-        text = (f"{report.window_bits_per_char:.3f} bits/char{eta}  chars {report.chars_trained:,}  "
+        val = "" if report.val_nats_per_char is None else f"  val {report.val_nats_per_char:.3f} nats/char"
+        text = (f"{report.window_bits_per_char:.3f} bits/char{val}{eta}  chars {report.chars_trained:,}  "
                 f"{report.chars_per_s:,.0f}/s")[:max(width - 34, 10)]   # the bar and text never wrap
         try:
             if self.bar is None:

@@ -65,15 +65,34 @@ from .show import Printer
                    "training (with how far and the time left when the run's length is known).")
 @click.option("--sample-every", type=FiniteFloat(min=0), default=30.0, show_default=True,
               metavar="SECONDS", help="Print a sample of the live model this often (0: never).")
-@click.option("--passes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Read the file sources this many times (streams cannot be repeated).")
+@click.option("--passes", type=click.IntRange(min=1), default=None,
+              help="Read the file sources this many times (streams cannot be repeated). Default 1; with "
+                   "--max-seconds or --max-chars and only file sources, as many as the budget allows.")
+@click.option("--validate", default=None, metavar="SOURCE",
+              help="Score this source (any SOURCE train takes) as the validation text as training goes, and "
+                   "keep the parameters that score best: generate, eval, info and serve use them.")
+@click.option("--val-fraction", type=FiniteFloat(min=0, max=0.5, min_open=True), default=None, metavar="F",
+              help="Hold out the last F of the characters of each file source as the validation text (never "
+                   "trained on). Default 0.1 when file sources are read more than once.")
+@click.option("--no-validation", is_flag=True, default=False,
+              help="Score no validation text, not even the held-out default.")
+@click.option("--validate-every", type=click.IntRange(min=1), default=None, metavar="CHARS",
+              help="Characters trained between validations (default: 40 times the validation text, "
+                   "at least 10,000; docs/quality.md has its cost).")
+@click.option("--patience", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Stop after N validations in a row without a new best (default 0: never; the best "
+                   "model is kept either way).")
+@click.option("--dropout", type=FiniteFloat(min=0, max=1, max_open=True), default=None, metavar="RATE",
+              help="Drop this fraction of the non-recurrent connections (between layers, before the "
+                   "output) while training; never when scoring or generating. Default 0 for one pass, "
+                   "see docs/cli.md when passes repeat.")
 @click.option("--max-seconds", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Stop after this many seconds, and save.")
 @click.option("--max-chars", type=click.IntRange(min=1), default=None,
               help="Stop after reading this many characters, and save.")
 @click.option("--log", type=click.Path(dir_okay=False), default=None,
               help="Append one line per progress report to this file (CSV if it ends in .csv, else JSON lines).")
-def train(sources, model_path, listen, sample_every, **options):
+def train(sources, model_path, listen, sample_every, no_validation, **options):
     """Train a model on SOURCEs as the text arrives, in order, as one stream: paths, - for stdin
     (the default), tcp://HOST:PORT (until the peer closes), file://PATH, or SCHEME://... for a
     plugin's scheme (see `charstream plugins`).
@@ -96,7 +115,12 @@ def train(sources, model_path, listen, sample_every, **options):
     """
     show_warnings()
     sources = list(sources or (() if listen else ("-",)))
-    if listen and options["passes"] > 1:
+    if no_validation:
+        if options["validate"] is not None or options["val_fraction"] is not None:
+            raise click.BadParameter("--no-validation scores no validation text: drop --validate and "
+                                     "--val-fraction, or it", param_hint="--no-validation")
+        options["validate"] = False
+    if listen and (options["passes"] or 1) > 1:
         raise click.BadParameter("--listen is a stream, which cannot be read twice", param_hint="--passes")
     try:
         for source in sources:
@@ -136,8 +160,16 @@ def train(sources, model_path, listen, sample_every, **options):
     if summary.chars_seen == 0:   # a budget ran out before any text came: not an error
         say(f"{stopped}: no text arrived from {where}, the model was not changed")
         return
+    if summary.stopped == "patience":
+        stopped = f"stopped early: {summary.validation['since_best']} validations without a new best (--patience)"
     if stopped:
         say(stopped)
+    v = summary.validation
+    if v is not None:
+        unknown = f"; {v['unknown']:,} characters outside the vocabulary skipped" if v.get("unknown") else ""
+        say(f"validation {v['loss']:.4f} nats/char ({v['count']:,} in all{unknown}); best model kept: "
+            f"{v['best_loss']:.4f} nats/char at {v['best_chars']:,} characters trained, "
+            f"{v['since_best']:,} validation{'' if v['since_best'] == 1 else 's'} ago")
     model = summary.model
     say(f"saved model to {path} ({_shape(model)}V={model.vocab_size}, H={model.hidden_size}, "
         f"{summary.chunks:,} chunks trained now, {model.state.chunks:,} in all)")

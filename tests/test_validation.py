@@ -1,0 +1,168 @@
+"""Validation while training: the held-out text, the best model kept in the file and used by every
+reader, patience, passes that fill a budget, a split run equal to one run to the bit (best and dropout
+included), the command and the library writing the same file, and bad input refused."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+import charstream
+from charstream import validation as val
+from helpers import assert_same_file, invoke
+
+OPTS = dict(cell="lstm", layers=2, hidden_size=8, random_seed=3, val_fraction=0.2, validate_every=700, dropout=0.3)
+
+
+def _text(tmp_path, shakespeare, n=3000):
+    path = tmp_path / "a.txt"
+    path.write_text(shakespeare[:n], encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("extra", [{}, dict(lanes=2, dtype="float32")])
+def test_a_run_split_in_two_equals_one_run_best_model_included(tmp_path, shakespeare, extra):
+    text = _text(tmp_path, shakespeare)
+    one = charstream.train([str(text)], model=tmp_path / "one.npz", passes=5, **OPTS, **extra)
+    assert one.validations >= 10
+    first = charstream.train([str(text)], model=tmp_path / "two.npz", passes=2, **OPTS, **extra)
+    second = charstream.train([str(text)], model=tmp_path / "two.npz", passes=3, val_fraction=0.2,
+                              validate_every=700, dropout=0.3)
+    assert first.validations + second.validations == one.validations
+    assert_same_file(tmp_path / "one.npz", tmp_path / "two.npz")
+    v = one.validation
+    assert v["best_chars"] < v["chars"] and v["since_best"] > 0, "the best is not the last: both are kept"
+    best, current = charstream.load(tmp_path / "one.npz"), charstream.load(tmp_path / "one.npz", resume=True)
+    assert any(not np.array_equal(best.params[k], current.params[k]) for k in best.params)
+    assert current.best is not None and all(np.array_equal(best.params[k], current.best["params"][k])
+                                            for k in best.params)
+    held = shakespeare[:3000][-600:]
+    assert val.score(best, held)[0] == v["best_loss"]     # the kept parameters are the ones that scored best
+    assert best.file_format_version == 4
+
+
+def test_the_held_out_part_is_never_trained_and_readers_use_the_best(tmp_path, shakespeare):
+    text = _text(tmp_path, shakespeare, 2000)
+    s = charstream.train([str(text)], model=tmp_path / "m.npz", passes=4, val_fraction=0.25, validate_every=500,
+                         hidden_size=8, random_seed=1, dropout=0)
+    assert s.held_out == 500 and s.chars_seen == 4 * 1500
+    ref = charstream.Model("", hidden_size=8, random_seed=1)
+    list(charstream.Trainer(ref).train([shakespeare[:1500]] * 4))
+    current = charstream.load(tmp_path / "m.npz", resume=True)
+    assert all(np.array_equal(ref.params[k], current.params[k]) for k in ref.params)   # trained on the first 75% only
+    (tmp_path / "held.txt").write_text(shakespeare[1500:2000], encoding="utf-8")
+    r = invoke("eval", tmp_path / "held.txt", "--model", tmp_path / "m.npz", "--fresh-state")
+    assert r.exit_code == 0, r.output
+    best = charstream.load(tmp_path / "m.npz")
+    assert f"{best.evaluate(shakespeare[1500:2000], fresh_state=True):.4f}" in r.output
+    info = json.loads(invoke("info", "--model", tmp_path / "m.npz", "--json").output)
+    assert info["validation"]["best_loss"] == s.validation["best_loss"] and info["validation"]["count"] == s.validations
+    assert "this is the best model" in invoke("info", "--model", tmp_path / "m.npz").output
+
+
+def test_patience_stops_and_a_budget_fills_passes(tmp_path, shakespeare):
+    text = _text(tmp_path, shakespeare, 1500)
+    s = charstream.train([str(text)], model=tmp_path / "p.npz", max_chars=200_000, val_fraction=0.2,
+                         validate_every=1200, patience=2, hidden_size=32, cell="lstm", learning_rate=0.02)
+    assert s.stopped == "patience" and s.validation["since_best"] == 2 and s.passes is None
+    assert 1200 < s.chars_seen < 200_000
+    s = charstream.train([str(text)], model=tmp_path / "b.npz", max_chars=5000, hidden_size=8)
+    assert s.chars_seen == 5000 and s.stopped == "max_chars" and s.held_out == 150   # several passes, held out
+    s = charstream.train([str(text)], model=tmp_path / "c.npz", hidden_size=8)
+    assert s.chars_seen == 1500 and s.validation is None and s.passes == 1          # no budget: one pass
+
+
+def test_progress_the_log_and_the_history_carry_the_validation_loss(tmp_path, shakespeare):
+    text = _text(tmp_path, shakespeare, 2000)
+    reports = []
+    s = charstream.train([str(text)], model=tmp_path / "m.npz", passes=6, val_fraction=0.2, validate_every=1000,
+                         hidden_size=8, log=str(tmp_path / "log.jsonl"), report_every=0, progress=reports.append)
+    rows = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["val_nats_per_char"] == s.validation["loss"] == reports[-1].val_nats_per_char
+    assert rows[-1]["best_val_nats_per_char"] == s.validation["best_loss"]
+    points = charstream.load(tmp_path / "m.npz").history.points
+    with_val = [p[3] for p in points if len(p) > 3]
+    assert len(with_val) == s.validations and with_val[-1] == s.validation["loss"]
+    r = invoke("train", text, "--model", tmp_path / "n.npz", "--passes", 3, "--hidden-size", 8, "--report-every", 0,
+               "--validate-every", 1000)
+    assert r.exit_code == 0 and "val " in r.output and "best model kept" in r.output
+    r = invoke("train", "-", "--model", tmp_path / "s.npz", "--hidden-size", 8, "--report-every", 0,
+               input=shakespeare[:1000])
+    assert "each chunk scored before it trains" in r.output and "best model" not in r.output
+
+
+def test_memorizing_is_said_once(tmp_path, shakespeare):
+    text = _text(tmp_path, shakespeare, 1200)
+    r = invoke("train", text, "--model", tmp_path / "m.npz", "--passes", 80, "--val-fraction", 0.25, "--cell", "lstm",
+               "--hidden-size", 64, "--learning-rate", 0.01, "--validate-every", 1800, "--report-every", 0,
+               "--sample-every", 0)
+    assert r.exit_code == 0, r.output
+    said = [line for line in r.output.splitlines() if line.startswith("Warning: the model is memorizing")]
+    assert len(said) == 1 and "--patience" in said[0] and "--dropout" in said[0], r.output[-2000:]
+
+
+def test_the_command_and_the_library_write_the_same_file(tmp_path, shakespeare):
+    text = _text(tmp_path, shakespeare)
+    (tmp_path / "v.txt").write_text(shakespeare[5000:5600], encoding="utf-8")
+    r = invoke("train", text, "--model", tmp_path / "cli.npz", "--cell", "gru", "--hidden-size", 8, "--passes", 3,
+               "--validate", tmp_path / "v.txt", "--patience", 3, "--dropout", 0.2, "--validate-every", 800,
+               "--random-seed", 2, "--report-every", 0, "--sample-every", 0)
+    assert r.exit_code == 0, r.output
+    charstream.train([str(text)], model=tmp_path / "lib.npz", cell="gru", hidden_size=8, passes=3,
+                     validate=str(tmp_path / "v.txt"), patience=3, dropout=0.2, validate_every=800, random_seed=2)
+    assert_same_file(tmp_path / "cli.npz", tmp_path / "lib.npz")
+    r = invoke("train", text, "--model", tmp_path / "cli2.npz", "--max-chars", 9000, "--hidden-size", 8,
+               "--random-seed", 4, "--report-every", 0, "--sample-every", 0)
+    assert r.exit_code == 0, r.output
+    charstream.train([str(text)], model=tmp_path / "lib2.npz", max_chars=9000, hidden_size=8, random_seed=4)
+    assert_same_file(tmp_path / "cli2.npz", tmp_path / "lib2.npz")
+
+
+BAD = [
+    (["--validate", "{empty}"], "gives 0 characters"),
+    (["--validate", "{short}"], "a validation text needs at least 100"),
+    (["--validate", "{missing}"], "the validation source"),
+    (["--val-fraction", "0"], "--val-fraction"),
+    (["--val-fraction", "0.6"], "--val-fraction"),
+    (["--val-fraction", "nan"], "--val-fraction"),
+    (["--patience", "-1"], "--patience"),
+    (["--dropout", "1"], "--dropout"),
+    (["--dropout", "-0.1"], "--dropout"),
+    (["--val-fraction", "0.01"], "a validation text needs at least 100"),
+    (["--val-fraction", "0.1", "--validate", "{short}"], "not both"),
+    (["--patience", "2", "--no-validation"], "patience counts validations"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+@pytest.mark.parametrize("existing", [False, True])
+def test_bad_input_is_one_error_line_and_no_file_changes(tmp_path, shakespeare, args, message, existing):
+    text = _text(tmp_path, shakespeare, 3000)
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "short.txt").write_text("abc" * 10)
+    names = dict(empty=tmp_path / "empty.txt", short=tmp_path / "short.txt", missing=tmp_path / "nope.txt")
+    model = tmp_path / "m.npz"
+    if existing:
+        charstream.train([str(text)], model=model, hidden_size=8)
+        before = model.read_bytes()
+    r = invoke("train", text, "--model", model, "--hidden-size", 8, *[a.format(**names) for a in args])
+    assert r.exit_code == 2, r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], r.output
+    assert model.read_bytes() == before if existing else not model.exists()
+
+
+def test_the_library_refuses_the_same(tmp_path, shakespeare):
+    text = _text(tmp_path, shakespeare, 3000)
+    for options, message in ((dict(val_fraction=0.0), "val_fraction must be"), (dict(patience=-1), "patience"),
+                             (dict(dropout=1.0), "dropout must be a rate"), (dict(dropout=math.nan), "dropout"),
+                             (dict(validate=["x" * 10]), "needs at least 100")):
+        with pytest.raises(charstream.CharstreamError, match=message):
+            charstream.train([str(text)], model=tmp_path / "m.npz", **options)
+    with pytest.raises(charstream.CharstreamError, match="is not a file"):
+        charstream.train([[shakespeare[:500]]], model=tmp_path / "m.npz", val_fraction=0.2)
+    assert not (tmp_path / "m.npz").exists()
+    held = shakespeare[3000:3400] + "\u263a"
+    s = charstream.train([[shakespeare[:2000]]], model=tmp_path / "m.npz", validate=[held], hidden_size=8,
+                         validate_every=500)
+    assert s.validation["unknown"] >= sum(c not in s.model.vocabulary for c in held) >= 1 and s.validations == 3
