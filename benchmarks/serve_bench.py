@@ -1,6 +1,7 @@
-"""Benchmark: one streaming client of `charstream serve` against `model.generate()`, and first-character latency.
+"""Benchmark: one streaming client of `charstream serve` against `model.generate()`, many clients stepped together, and first-character latency.
 
     python benchmarks/serve_bench.py [--model PATH] [--chars 2000000] [--rounds 3] [--requests 200]
+        [--cell lstm --hidden-size 512] [--clients 32] [--request-chars 4000] [--seconds 10] [--threads 1]
 
 Trains a small default model (H=100) on the first ~200k characters of tiny-shakespeare unless
 --model is given, starts `python -m charstream serve --model P --port 0` as a subprocess on
@@ -10,6 +11,12 @@ bytes; the server caps `length` at 1,000,000) with http.client, so a noisy machi
 alike; the medians and the median ratio b/a are printed. First-character latency is the time from
 sending a request (on a connection already open) to the first text byte, over --requests requests
 of `/generate?length=1` and of streamed `/v1/completions` with max_tokens=1.
+
+Batching rows (issue 19): (e) one client repeating `GET /generate?length=--request-chars` against
+`model.generate(length=...)` in this process, (f) --clients clients doing the same at once for
+--seconds: their total chars/s and its ratio to (e). With --cell or --hidden-size other than the
+default rnn of H=100, the model is an untrained one of that shape over the corpus's characters
+(speed does not depend on what the weights are).
 """
 import argparse
 import http.client
@@ -54,10 +61,12 @@ def train_model(path, corpus=CORPUS, chars=200_000, hidden_size=100):
 class ServerProcess:
     """`python -m charstream serve` in a subprocess on 127.0.0.1, port 0; `url` once it says so."""
 
-    def __init__(self, model_path, parallel=None):
+    def __init__(self, model_path, parallel=None, threads=None):
         cmd = [sys.executable, "-m", "charstream", "serve", "--model", model_path, "--port", "0"]
         if parallel is not None:
             cmd += ["--parallel", str(parallel)]
+        if threads is not None:
+            cmd += ["--threads", str(threads)]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.url, self.log = None, []
         deadline = time.monotonic() + TIMEOUT
@@ -123,6 +132,66 @@ def one_client(server, n):
     return rate
 
 
+def untrained_model(path, cell, hidden_size, corpus=CORPUS, chars=200_000):
+    """A model of the given shape over the corpus's first `chars` characters, untrained, saved to path."""
+    from charstream.model import Model
+    with open(corpus, encoding="utf-8") as f:
+        text = f.read(chars)
+    model = Model(sorted(set(text)), hidden_size=hidden_size, seed=0, cell=cell)
+    model.save(path)
+    return model
+
+
+def in_process_requests(model, chars, seconds):
+    """chars/s of `model.generate(length=chars)` repeated (new seeds) for about `seconds`."""
+    t, n, k = time.perf_counter(), 0, 0
+    while time.perf_counter() - t < seconds or k == 0:
+        k += 1
+        n += sum(1 for _ in model.generate(random_seed=k, length=chars))
+    return n / (time.perf_counter() - t)
+
+
+def request_once(server, chars, seed):
+    """One `GET /generate?length=chars` read to its end: the characters received."""
+    conn = server.connection()
+    try:
+        conn.request("GET", f"/generate?length={chars}&random_seed={seed}")
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise RuntimeError(f"/generate answered {resp.status}")
+        return len(resp.read())
+    finally:
+        conn.close()
+
+
+def clients_together(server, clients, chars, seconds):
+    """Total chars/s of `clients` threads each repeating `GET /generate?length=chars` for `seconds`."""
+    import threading
+    got, errors, lock = [0], [], threading.Lock()
+    end = time.monotonic() + seconds
+
+    def client(k):
+        i = 0
+        while time.monotonic() < end:
+            i += 1
+            try:
+                n = request_once(server, chars, k * 100_000 + i)
+            except (OSError, RuntimeError) as e:
+                errors.append(e)
+                return
+            with lock:
+                got[0] += n
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(clients)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(seconds + TIMEOUT)
+    if errors:
+        raise RuntimeError(f"{len(errors)} clients failed: {errors[0]}")
+    return got[0] / (time.perf_counter() - t)
+
+
 def first_generate(server):
     """Seconds from sending `GET /generate?length=1` to the first body byte."""
     conn = server.connection()
@@ -182,20 +251,31 @@ def main():
     ap.add_argument("--chars", type=int, default=2_000_000, help="characters per throughput round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200, help="requests per latency figure")
+    ap.add_argument("--cell", default="rnn", help="with --hidden-size: an untrained model of this cell")
+    ap.add_argument("--hidden-size", type=int, default=100)
+    ap.add_argument("--clients", type=int, default=32, help="clients of row (f)")
+    ap.add_argument("--request-chars", type=int, default=4000, help="characters per request in rows (e), (f)")
+    ap.add_argument("--seconds", type=float, default=10, help="seconds of rows (e) and (f), each")
+    ap.add_argument("--threads", type=int, default=None, help="the server's --threads")
+    ap.add_argument("--skip-latency", action="store_true", help="rows (e) and (f) only, after (a)-(c)")
     args = ap.parse_args()
 
     from charstream.model import Model
     print(f"CPU: {cpu_name()}  ({os.cpu_count()} cores)")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.model
+        if path is None and (args.cell, args.hidden_size) != ("rnn", 100):
+            path = os.path.join(tmp, "bench.npz")
+            untrained_model(path, args.cell, args.hidden_size)
+            print(f"untrained {args.cell} H={args.hidden_size} over the characters of {CORPUS}")
         if path is None:
             path = os.path.join(tmp, "bench.npz")
             t = time.perf_counter()
             train_model(path)
             print(f"trained H=100 on 200,000 chars of {CORPUS} in {time.perf_counter() - t:.1f} s")
         model = Model.load(path)
-        print(f"model: {path}  V={model.vocab_size} H={model.hidden_size}")
-        server = ServerProcess(path)
+        print(f"model: {path}  {model.cell} V={model.vocab_size} H={model.hidden_size} {model.dtype}")
+        server = ServerProcess(path, max(32, args.clients), args.threads)
         try:
             print(f"server: {server.url} (pid {server.pid})")
             one_client(server, 10_000)   # warm up both sides
@@ -210,6 +290,16 @@ def main():
                   f"x {args.chars:,} chars)")
             print(f"(b) one streaming client, GET /generate: {statistics.median(b):,.0f} chars/s")
             print(f"(c) ratio b/a: {statistics.median(ratio):.2f} (median of per-round ratios; target >= 0.5)")
+            c = args.request_chars
+            e = in_process_requests(model, c, args.seconds)
+            one = clients_together(server, 1, c, args.seconds)
+            print(f"(e) {c:,}-character requests: model.generate(length={c}) {e:,.0f} chars/s, one client "
+                  f"{one:,.0f} chars/s, ratio {one / e:.2f} (target >= 0.8)")
+            many = clients_together(server, args.clients, c, args.seconds)
+            print(f"(f) {args.clients} clients at once: {many:,.0f} chars/s in all, {many / one:.2f}x one client "
+                  f"(target for the LSTM of H=512: >= 8x)")
+            if args.skip_latency:
+                return
             for name, f in (("GET /generate?length=1", first_generate),
                             ("POST /v1/completions stream", first_completion)):
                 f(server)

@@ -1,6 +1,7 @@
 """Load test: 32 concurrent streaming clients of `charstream serve` on 127.0.0.1 for 30 s.
 
     python benchmarks/serve_load.py [--model PATH] [--clients 32] [--seconds 30] [--max-tokens 2000]
+        [--cell lstm --hidden-size 512] [--threads 1]
 
 Starts the server as serve_bench.py does (a subprocess, port 0, the default `--parallel` of 32 unless
 --parallel is given: every client must be admitted). Each client thread streams `POST /v1/completions`
@@ -8,6 +9,7 @@ Starts the server as serve_bench.py does (a subprocess, port 0, the default `--p
 time. Errors are non-200 answers, streams that end without `data: [DONE]` or with fewer characters
 than asked, error events and socket failures. Prints total chars/s, first-character latency (median,
 p99), the server's RSS (VmRSS) at start, every 5 s and at the end, and its exit code after SIGTERM.
+With --cell or --hidden-size other than rnn / 100 the model is untrained, of that shape (serve_bench.py).
 """
 import argparse
 import collections
@@ -21,7 +23,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from serve_bench import CORPUS, TIMEOUT, ServerProcess, cpu_name, percentiles, train_model  # noqa: E402
+from serve_bench import (CORPUS, TIMEOUT, ServerProcess, cpu_name, percentiles, train_model,  # noqa: E402
+                         untrained_model)
 
 
 def rss_kb(pid):
@@ -78,16 +81,23 @@ def main():
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--max-tokens", type=int, default=2000)
     ap.add_argument("--parallel", type=int, default=None, help="the server's --parallel (default: its own, 32)")
+    ap.add_argument("--cell", default="rnn")
+    ap.add_argument("--hidden-size", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=None, help="the server's --threads")
     args = ap.parse_args()
 
     print(f"CPU: {cpu_name()}  ({os.cpu_count()} cores)")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.model
+        if path is None and (args.cell, args.hidden_size) != ("rnn", 100):
+            path = os.path.join(tmp, "load.npz")
+            untrained_model(path, args.cell, args.hidden_size)
+            print(f"untrained {args.cell} H={args.hidden_size}")
         if path is None:
             path = os.path.join(tmp, "load.npz")
             train_model(path)
             print(f"trained H=100 on 200,000 chars of {CORPUS}")
-        server = ServerProcess(path, args.parallel)
+        server = ServerProcess(path, args.parallel, args.threads)
         try:
             print(f"server: {server.url} (pid {server.pid}), {args.clients} clients for {args.seconds:g} s, "
                   f"max_tokens={args.max_tokens}")

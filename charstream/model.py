@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import cells, samplers, store
+from . import batching, cells, store
 from .history import History
 from .scoring import score, score_adaptive
 from ._kernel import CellKernel, Kernel, LaneKernel
@@ -220,31 +220,39 @@ class Model:
         live state too; a trained RNN started from zeros can fall into a state training never saw)."""
         return np.zeros_like(self.state.hprev) if fresh_state else self.state.hprev.copy()
 
+    def generation_kernel(self, lanes=1, threads=1):
+        """The kernel generation samples with: for float64 one-layer rnn models `Kernel`
+        (min-char-rnn's, the fastest for one sequence; a batch's lanes take turns on it), else a
+        LaneKernel of `lanes` on `threads` (one lane for `generate`: a lane's text is the same on any
+        number of lanes, see charstream.batching). Scoring keeps `kernel()`."""
+        if (self.dtype, self.cell, self.layers) == ("float64", "rnn", 1):
+            return Kernel(self.params, None, 1)
+        return LaneKernel(self.params, None, 1, cell=self.cell, layers=self.layers, lanes=lanes, threads=threads)
+
     def generate_blocks(self, prompt="", temperature=1.0, random_seed=None, first_block=32, max_block=4096,
                         sampler=None, top_k=None, top_p=None, fresh_state=False, length=None, *, seed=None):
         """Like `generate`, but yields the continuation as strings of growing length (cheaper to print):
-        first_block, then twice as many ... up to max_block characters."""
+        first_block, then twice as many ... up to max_block characters (256 when the sampler runs in Python)."""
         prompt = _alias(prompt if prompt != "" else None, seed, "prompt", "seed") or ""
-        temperature = samplers.check_temperature(temperature)
-        top_k, top_p = samplers.check_top_k(top_k), samplers.check_top_p(top_p)
-        length = samplers.check_length(length)
-        name, pick = samplers.resolve(sampler)
-        pick, top_k, top_p = samplers.with_cuts(pick, top_k, top_p)
-        if self.vocab_size == 0:
-            raise ValueError("the model has an empty vocabulary: train it on some text first")
-        kernel = self.kernel()
-        h = self.start_state(fresh_state)
-        kernel.step(self.encode(prompt, "the prompt"), h)
-        rng = np.random.default_rng(random_seed)
-        path = samplers.compiled_path(pick, top_k, top_p)
-        if path is not None:
-            greedy, k = path
-            return _sample_blocks(self.vocabulary, kernel, h, float(temperature), rng,
-                                  samplers.block_sizes(first_block, max_block, length), max_block,
-                                  greedy=greedy, top_k=k)
-        max_block = min(max_block, 256)
-        return samplers.pick_blocks(self.vocabulary, kernel, h, float(temperature), name, pick, top_k, top_p,
-                                    rng, samplers.block_sizes(first_block, max_block, length), max_block)
+        request = batching.Request(prompt, temperature, random_seed, sampler, top_k, top_p, fresh_state, length)
+        lane = batching.prepare(self, request, first_block=first_block)
+        batch = batching.Batch(self, 1, 1, first_block, max_block)
+        batch.add(lane)
+        batch.prime()
+        return batching.blocks(batch, lane)
+
+    def generate_many(self, requests, threads=1, first_block=32, max_block=4096):
+        """Several sequences generated together: an iterator of `(index, text)` pieces, each the next
+        characters of request `index`'s continuation, as they are drawn (pieces of one request
+        arrive in order; its text is the concatenation of its pieces).
+
+        `requests` is a list of dicts of `generate`'s keyword arguments (prompt, temperature,
+        random_seed, sampler, top_k, top_p, fresh_state, length), `charstream.batching.Request`s or
+        prompt strings. Each request's text is what `generate` gives alone with the same arguments,
+        to the character, whatever the other requests are. The iterator ends when every request with
+        a length is done (never, if one has none). Every argument is checked before this returns;
+        a sampler that fails raises CharstreamError from the iterator. `threads`: the kernel's team."""
+        return batching.generate_many(self, requests, threads, first_block, max_block)
 
     def generate(self, prompt="", temperature=1.0, random_seed=None, sampler=None, top_k=None, top_p=None,
                  fresh_state=False, length=None, *, seed=None):
@@ -391,14 +399,3 @@ def _alias(value, old, name, old_name):
         raise TypeError(f"give {name} or its old spelling {old_name}, not both")
     return old
 
-
-def _sample_blocks(vocab, kernel, h, temperature, rng, sizes, max_block, greedy=False, top_k=0):
-    """Strings of the lengths `sizes` gives (`samplers.block_sizes`, none over max_block) of sampled
-    characters, h carried between them."""
-    out = np.empty(max_block, dtype=np.int32)
-    u = np.zeros(max_block)
-    for n in sizes:
-        if not greedy:       # greedy draws nothing, as samplers.greedy takes nothing from rng
-            rng.random(out=u[:n])
-        kernel.sample(h, u[:n], out[:n], temperature, greedy, top_k)
-        yield vocab.decode(out[:n])

@@ -42,32 +42,33 @@ def _expected(model, prompt, n, random_seed, **kw):
     return out[:n]
 
 
-class _Tracked:
-    """A generation's pieces, noting when they are closed and any request for more after that."""
+def _tracking(app_module, monkeypatch):
+    """Every request's Choices from now on, noting when they are closed and any piece read after that."""
+    tracked = []
 
-    def __init__(self, it):
-        self.it, self.closed, self.asked_after_close = it, threading.Event(), 0
+    class Tracked(app_module.Choices):
+        def __init__(self, *a):
+            super().__init__(*a)
+            self.closed_at, self.after_close = threading.Event(), 0
+            tracked.append(self)
 
-    def __iter__(self):
-        return self
+        async def __aiter__(self):
+            async for piece in super().__aiter__():
+                self.after_close += self.closed_at.is_set()
+                yield piece
 
-    def __next__(self):
-        if self.closed.is_set():
-            self.asked_after_close += 1
-            raise StopIteration
-        return next(self.it)
+        def close(self):
+            super().close()
+            self.closed_at.set()
 
-    def close(self):
-        self.it.close()
-        self.closed.set()
+    monkeypatch.setattr(app_module, "Choices", Tracked)
+    return tracked
 
 
 @pytest.mark.parametrize("endpoint", ["generate", "sse"])
 def test_a_client_that_leaves_stops_its_generation(model_path, endpoint, monkeypatch):
     import charstream.server.app as app_module
-    tracked = []
-    real = app_module.pieces
-    monkeypatch.setattr(app_module, "pieces", lambda *a: tracked.append(_Tracked(real(*a))) or tracked[-1])
+    tracked = _tracking(app_module, monkeypatch)
     app = create_app(model_path, parallel=1)
     slots = app.state.slots
     with running(app) as base:
@@ -85,8 +86,10 @@ def test_a_client_that_leaves_stops_its_generation(model_path, endpoint, monkeyp
             wait_until(lambda: slots.active == 0, "the generation to stop after the client left")
             assert slots.produced - start < 1_000_000, "the generation ran to its end"
             # the slot comes back only after the generation is closed: nothing can draw from it again
-            assert tracked[-1].closed.is_set(), "a generation was left open after its client left"
-            assert tracked[-1].asked_after_close == 0
+            assert tracked[-1].closed_at.is_set(), "a generation was left open after its client left"
+            assert tracked[-1].after_close == 0
+            scheduler = app.state.schedulers.current
+            wait_until(lambda: scheduler.running == 0, "its lane to leave the batch")
 
 
 def test_generations_beyond_the_bound_get_503_at_once(model_path):
@@ -213,11 +216,11 @@ def _serve(*args):
 def test_signals_shut_the_server_down_cleanly(model_path, sig, code):
     proc, base = _serve("--model", model_path)
     try:
-        s, status, _, _ = open_stream(base, "/generate?seed=To+be")   # endless: shutdown must end it
+        s, status, _, rest = open_stream(base, "/generate?seed=To+be")   # endless: shutdown must end it
         assert status == 200
-        s.recv(1000)
+        rest += s.recv(1000)
         proc.send_signal(sig)
-        body, complete = dechunk(read_to_end(s, limit=1 << 30))   # the stream ends, properly
+        body, complete = dechunk(rest + read_to_end(s, limit=1 << 30))   # the stream ends, properly
         s.close()
         assert complete
         assert proc.wait(TIMEOUT + 10) == code

@@ -1,5 +1,7 @@
 """`charstream generate`: write the prompt (`--seed`) and a sampled continuation to stdout as it is produced."""
+import json
 import os
+import secrets
 import sys
 
 import click
@@ -8,6 +10,8 @@ from .. import plugins, samplers
 from ..errors import CharstreamError
 from .common import (FiniteFloat, Terminated, fail, load_model, model_option, quiet_exit, resolve_model_path,
                      show_warnings, sigterm_raises)
+
+MAX_SAMPLES = 4096   # --samples: the lanes of one batch
 
 
 @click.command()
@@ -29,7 +33,14 @@ from .common import (FiniteFloat, Terminated, fail, load_model, model_option, qu
               help="Seed of the sampler's random numbers: the same one gives the same text.")
 @click.option("--fresh-state", is_flag=True,
               help="Start from a zero hidden state instead of the state training left (see docs/quality.md).")
-def generate(model_path, prompt, length, temperature, top_k, top_p, sampler, random_seed, fresh_state):
+@click.option("--samples", type=click.IntRange(1, MAX_SAMPLES), default=None, metavar="N",
+              help="Write N samples, generated together (needs --length): sample i has random seed S + i, "
+                   "S being --random-seed or one drawn at random; each is headed by its index and seed.")
+@click.option("--json", "as_json", is_flag=True,
+              help="With --samples: one JSON object per line, {\"index\", \"random_seed\", \"text\"} "
+                   "(text: the prompt and the continuation), in index order.")
+def generate(model_path, prompt, length, temperature, top_k, top_p, sampler, random_seed, fresh_state, samples,
+             as_json):
     """Write the prompt (--seed or --prompt) then text sampled from the model to stdout, one
     character after another.
 
@@ -43,11 +54,19 @@ def generate(model_path, prompt, length, temperature, top_k, top_p, sampler, ran
       charstream generate --temperature 0.7 --random-seed 1 | head -c 100
       charstream generate --top-p 0.9 --length 500
       charstream generate --sampler greedy --seed "To be" --length 80
+      charstream generate --samples 4 --length 200 --random-seed 7
+      charstream generate --samples 8 --length 200 --json | jq -r .text
     """
     show_warnings()
+    if as_json and samples is None:
+        raise click.BadParameter("--json needs --samples N.", param_hint="'--json'")
+    if samples is not None and length is None:
+        raise click.BadParameter("--samples needs --length: samples without an end cannot be told apart.",
+                                 param_hint="'--samples'")
     try:   # Ctrl-C ends it with 130, SIGTERM like a closed pipe with 0; never a traceback
         with sigterm_raises():
-            _generate(model_path, prompt, length, temperature, top_k, top_p, sampler, random_seed, fresh_state)
+            _generate(model_path, prompt, length, temperature, top_k, top_p, sampler, random_seed, fresh_state,
+                      samples, as_json)
     except KeyboardInterrupt:
         _stop(130)
     except Terminated:
@@ -64,7 +83,8 @@ def _stop(code):
     quiet_exit(code)
 
 
-def _generate(model_path, prompt, length, temperature, top_k, top_p, sampler, random_seed, fresh_state):
+def _generate(model_path, prompt, length, temperature, top_k, top_p, sampler, random_seed, fresh_state,
+              samples=None, as_json=False):
     try:
         samplers.check_temperature(temperature)
     except ValueError:
@@ -74,6 +94,10 @@ def _generate(model_path, prompt, length, temperature, top_k, top_p, sampler, ra
         raise click.BadParameter(f"no sampler named {sampler!r} (known: {', '.join(plugins.names(plugins.SAMPLERS))})",
                                  param_hint="'--sampler'")
     model = load_model(resolve_model_path(model_path))
+    if samples is not None:
+        return _samples(model, samples, as_json, random_seed, dict(
+            prompt=prompt, temperature=temperature, sampler=sampler, top_k=top_k, top_p=top_p,
+            fresh_state=fresh_state, length=length))
     try:
         blocks = model.generate_blocks(prompt, temperature, random_seed, sampler=sampler, top_k=top_k, top_p=top_p,
                                        fresh_state=fresh_state, length=length)
@@ -94,6 +118,47 @@ def _generate(model_path, prompt, length, temperature, top_k, top_p, sampler, ra
     except BrokenPipeError:
         quiet_exit(0)
     except CharstreamError as e:   # a sampler plugin that fails or returns a bad index
+        out.flush()
+        raise fail(e)
+
+
+def _samples(model, n, as_json, random_seed, request):
+    """N samples generated together (Model.generate_many), sample i with random seed S + i: each
+    written whole as it ends, in index order, headed `==> sample i, random seed s <==` (or as JSON)."""
+    base = secrets.randbits(63) if random_seed is None else random_seed
+    seeds = [base + i for i in range(n)]
+    try:
+        pieces = model.generate_many([dict(request, random_seed=s) for s in seeds])
+    except (ValueError, CharstreamError) as e:
+        raise fail(e)
+    if sys.stdout is None:
+        raise click.ClickException("stdout is closed: there is nowhere to write the text")
+    out = sys.stdout.buffer
+    texts, left, written = [[] for _ in range(n)], [request["length"]] * n, 0
+
+    def write(i):
+        text = request["prompt"] + "".join(texts[i])
+        if as_json:
+            line = json.dumps({"index": i, "random_seed": seeds[i], "text": text}, ensure_ascii=False)
+            out.write(line.encode("utf-8", "surrogateescape") + b"\n")
+        else:
+            out.write(f"{'' if i == 0 else chr(10)}==> sample {i}, random seed {seeds[i]} <==\n".encode())
+            out.write(_utf8(text) + b"\n")
+        out.flush()
+
+    try:
+        for i, piece in pieces:
+            texts[i].append(piece)
+            left[i] -= len(piece)
+            while written < n and left[written] == 0:   # in index order, each as soon as it and those before end
+                write(written)
+                written += 1
+        while written < n:
+            write(written)
+            written += 1
+    except BrokenPipeError:
+        quiet_exit(0)
+    except CharstreamError as e:
         out.flush()
         raise fail(e)
 

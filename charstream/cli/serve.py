@@ -14,14 +14,16 @@ from .common import Terminated, fail, load_model, model_option, quiet_exit, reso
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port to listen on; 0 picks a free one (the printed URL shows it).")
 @click.option("--parallel", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Generations at once; a request beyond them gets a 503 at once.")
+              help="Generations at once, stepped together (a request with n choices takes n); beyond, a 503 at once.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads of the kernel that steps all generations together (results never depend on it).")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               help="Also answer requests whose Host header names NAME (repeatable); by default only "
                    "localhost, 127.0.0.1, ::1 and the --host address are answered.")
 @click.option("--api-key", envvar="CHARSTREAM_API_KEY", default=None, metavar="KEY",
               help="Require `Authorization: Bearer KEY` on every endpoint but /health "
                    "(default: $CHARSTREAM_API_KEY; the page takes KEY as its password).")
-def serve(model_path, host, port, parallel, allow_hosts, api_key):
+def serve(model_path, host, port, parallel, threads, allow_hosts, api_key):
     """Serve the model over HTTP until Ctrl-C or SIGTERM; a new model file is picked up by the next request.
 
     \b
@@ -50,7 +52,8 @@ def serve(model_path, host, port, parallel, allow_hosts, api_key):
     from ..server.guard import LOOPBACK_HOSTS
     hosts = [*LOOPBACK_HOSTS, host, *allow_hosts]
     try:
-        app = create_app(path, parallel, ModelRegistry(path), allowed_hosts=hosts, api_key=api_key or None)
+        app = create_app(path, parallel, ModelRegistry(path), allowed_hosts=hosts, api_key=api_key or None,
+                         threads=threads)
     except CharstreamError as e:
         raise fail(e) from None
     try:

@@ -1,8 +1,8 @@
-"""The starlette app: each endpoint a small function of a request; generation runs in the thread pool.
+"""The starlette app: each endpoint a small function of a request; generation runs on the scheduler.
 
-Every generation builds its own compiled kernel (`Model.generate_blocks` does) over the model's
-parameter arrays, which are only read; so no kernel is ever used by two requests, and a model that
-is reloaded is replaced, never changed under a running generation.
+Every generation is a lane of its model's Scheduler (charstream.server.scheduler): one thread steps
+all of them together on one kernel, built once per model. A model that is reloaded is replaced,
+never changed: its generations finish on the old model's scheduler while new ones start on the new.
 """
 import json
 import logging
@@ -19,9 +19,11 @@ from starlette.middleware import Middleware
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..batching import Request, prepare
 from ..errors import CharstreamError
 from ..facts import facts
-from .generation import Lease, Slots, pieces
+from .generation import ChoiceFailed, Choices, Lease, Slots
+from .scheduler import Inbox, Schedulers
 from .guard import LOOPBACK_HOSTS, Guard
 from .models import ModelRegistry
 from .openai_schema import MAX_TOKENS, RequestError, error_body, parse_completion, parse_generate
@@ -31,14 +33,17 @@ DEFAULT_PARALLEL = 32    # generations at once; beyond, 503 at once
 FIRST_BLOCK = 1          # characters in the first block: the first one leaves as soon as it is drawn
 MAX_BLOCK = 4096         # the largest block, as for `charstream generate`
 STUCK = 2                # seconds a stream may stay blocked on its client once the server is stopping
+MAX_LANES = 4096         # lanes of a scheduler's kernel (a larger --parallel takes turns on them)
 
 
 log = logging.getLogger("charstream.server")
 
 
-def create_app(model_path, parallel=DEFAULT_PARALLEL, registry=None, allowed_hosts=LOOPBACK_HOSTS, api_key=None):
+def create_app(model_path, parallel=DEFAULT_PARALLEL, registry=None, allowed_hosts=LOOPBACK_HOSTS, api_key=None,
+               threads=1):
     """The app serving the model at `model_path` (ModelFileError if it cannot be loaded now), answering
-    requests whose Host is one of `allowed_hosts` and, given `api_key`, that carry it (charstream.server.guard)."""
+    requests whose Host is one of `allowed_hosts` and, given `api_key`, that carry it (charstream.server.guard);
+    at most `parallel` generations at once, stepped together on a kernel of `threads` threads."""
     registry = registry or ModelRegistry(model_path)
     page = resources.files(__package__).joinpath("page.html").read_bytes()
     routes = [
@@ -55,6 +60,7 @@ def create_app(model_path, parallel=DEFAULT_PARALLEL, registry=None, allowed_hos
                     middleware=[Middleware(Guard, allowed_hosts=allowed_hosts, api_key=api_key)])
     app.state.registry = registry
     app.state.slots = Slots(parallel)
+    app.state.schedulers = Schedulers(min(parallel, MAX_LANES), threads)
     return app
 
 
@@ -125,51 +131,61 @@ def _too_large():
 
 
 async def _start(request, gen):
-    """Take a slot and start the generation: (slot release, iterator of pieces); RequestError if it cannot."""
+    """Take gen.n slots and start its n generations on the model's scheduler: (lease, Choices);
+    RequestError if it cannot."""
     slots = request.app.state.slots
-    if not slots.try_acquire():
+    if not slots.try_acquire(gen.n):
         raise RequestError(f"the server is busy: {slots.limit} generations are running; try again",
                            None, "server_busy", status=503, type="server_error")
-    lease = Lease(slots)
+    lease = Lease(slots, gen.n)
     try:
         model = await run_in_threadpool(request.app.state.registry.current)
-        blocks = await run_in_threadpool(
-            model.generate_blocks, gen.prompt, gen.temperature, gen.random_seed, first_block=FIRST_BLOCK,
-            max_block=MAX_BLOCK, sampler=gen.sampler, top_k=gen.top_k, top_p=gen.top_p, length=gen.length)
-    except (ValueError, CharstreamError) as e:
+        scheduler = await run_in_threadpool(request.app.state.schedulers.for_model, model)
+        lanes = await run_in_threadpool(_lanes, model, gen)
+    except (ValueError, TypeError, CharstreamError) as e:
         lease.release()
         raise RequestError(str(e).splitlines()[0], None, "invalid_value") from None
     except BaseException:
         lease.release()
         raise
-    return lease, pieces(blocks, gen.length, gen.stop)
+    inbox = Inbox()
+    streams = [scheduler.submit(lane, inbox) for lane in lanes]
+    return lease, Choices(streams, inbox, gen.length, gen.stop, slots.stopping)
 
 
-async def _run(lease, it):
-    """The pieces of a started generation, each drawn in the thread pool (a thread runs `it` only
-    while this awaits it: cancelled, the await still waits for the thread); ends early at shutdown.
-    The slot is given back as soon as the last piece is drawn."""
+def _lanes(model, gen):
+    """The lanes of gen's choices, checked (ValueError, CharstreamError): choice i seeded gen.choice_seed(i)."""
+    return [prepare(model, Request(gen.prompt, gen.temperature, gen.choice_seed(i), gen.sampler, gen.top_k,
+                                   gen.top_p, False, gen.length), i, first_block=FIRST_BLOCK)
+            for i in range(gen.n)]
+
+
+async def _run(lease, choices):
+    """The (index, text, finish) pieces of a started request's choices; the slots are given back as
+    soon as the last piece is drawn (or the generation fails)."""
     slots = lease.slots
-    while not slots.stopping.is_set():
-        piece = await run_in_threadpool(next, it, None)
-        if piece is None or piece[1] is not None:
-            lease.release()
-        if piece is None:
-            return
-        slots.produced += len(piece[0])
-        yield piece
-        if piece[1] is not None:
-            return
+    left = len(choices.streams)
+    try:
+        async for i, text, finish in choices:
+            slots.produced += len(text)
+            if finish is not None:
+                left -= 1
+                if left == 0:
+                    lease.release()
+            yield i, text, finish
+    finally:
+        choices.close()
+        lease.release()
 
 
 class GenerationResponse(StreamingResponse):
-    """A stream that closes its generation and gives its slot back however it ends: done, client
+    """A stream that closes its generations and gives their slots back however it ends: done, client
     gone (starlette then stops iterating), or server stopping. At shutdown a generation ends at its
     next piece; one stuck behind a client that stopped reading is dropped after STUCK seconds."""
 
-    def __init__(self, content, lease, pieces, **kwargs):
+    def __init__(self, content, lease, choices, **kwargs):
         super().__init__(content, **kwargs)
-        self.lease, self.slots, self.pieces = lease, lease.slots, pieces
+        self.lease, self.slots, self.choices = lease, lease.slots, choices
 
     async def __call__(self, scope, receive, send):
         try:
@@ -181,7 +197,7 @@ class GenerationResponse(StreamingResponse):
             try:
                 await self.body_iterator.aclose()
             finally:
-                self.pieces.close()
+                self.choices.close()
                 self.lease.release()
 
     async def _drop_when_stuck(self, scope):
@@ -194,12 +210,13 @@ class GenerationResponse(StreamingResponse):
 async def completions(request):
     registry = request.app.state.registry
     gen = parse_completion(await _read_json(request), registry.id)
-    lease, it = await _start(request, gen)
+    lease, choices = await _start(request, gen)
     cid, created = "cmpl-" + uuid.uuid4().hex[:24], int(time.time())
 
-    def chunk(text, finish):
+    def chunk(items):
         return {"id": cid, "object": "text_completion", "created": created, "model": registry.id,
-                "choices": [{"text": _clean(text), "index": 0, "logprobs": None, "finish_reason": finish}]}
+                "choices": [{"text": _clean(text), "index": i, "logprobs": None, "finish_reason": finish}
+                            for i, text, finish in items]}
 
     def usage(n):
         return {"prompt_tokens": len(gen.prompt), "completion_tokens": n, "total_tokens": len(gen.prompt) + n}
@@ -208,45 +225,47 @@ async def completions(request):
         async def events():
             n = 0
             try:
-                async for text, finish in _run(lease, it):
+                async for i, text, finish in _run(lease, choices):
                     n += len(text)
-                    yield _sse(chunk(text, finish))
-            except CharstreamError as e:   # a sampler plugin that breaks mid-stream
+                    yield _sse(chunk([(i, text, finish)]))
+            except ChoiceFailed as e:   # a sampler plugin that breaks mid-stream
                 yield _sse(error_body(str(e).splitlines()[0], "server_error"))
                 return
             if gen.include_usage:
-                yield _sse({**chunk("", None), "choices": [], "usage": usage(n)})
+                yield _sse({**chunk([]), "usage": usage(n)})
             yield b"data: [DONE]\n\n"
-        return GenerationResponse(events(), lease, it, media_type="text/event-stream",
+        return GenerationResponse(events(), lease, choices, media_type="text/event-stream",
                                   headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    texts, finish = [], None
+    texts, finishes = [[] for _ in range(gen.n)], [None] * gen.n
+    pieces = _run(lease, choices)
     try:
-        async for text, finish in _run(lease, it):
-            texts.append(text)
+        async for i, text, finish in pieces:
+            texts[i].append(text)
+            finishes[i] = finish
             if await request.is_disconnected():
                 break
-    except CharstreamError as e:
+    except ChoiceFailed as e:
         raise RequestError(str(e).splitlines()[0], None, "sampler_failed", status=500, type="server_error")
     finally:
-        it.close()
-        lease.release()
-    text = "".join(texts)
-    return JSONResponse({**chunk(text, finish), "usage": usage(len(text))})
+        await pieces.aclose()
+    texts = ["".join(t) for t in texts]
+    return JSONResponse({**chunk([(i, t, finishes[i]) for i, t in enumerate(texts)]),
+                         "usage": usage(sum(map(len, texts)))})
 
 
 async def generate(request):
     gen = parse_generate({k: request.query_params.getlist(k) for k in request.query_params})
-    lease, it = await _start(request, gen)
+    lease, choices = await _start(request, gen)
 
     async def text():
         yield _utf8(gen.prompt)
         try:
-            async for piece, _ in _run(lease, it):
+            async for _, piece, _ in _run(lease, choices):
                 yield _utf8(piece)
-        except CharstreamError:   # a sampler plugin that breaks: the text so far stands
+        except ChoiceFailed:   # a sampler plugin that breaks: the text so far stands
             return
-    return GenerationResponse(text(), lease, it, media_type="text/plain; charset=utf-8",
+    return GenerationResponse(text(), lease, choices, media_type="text/plain; charset=utf-8",
                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 

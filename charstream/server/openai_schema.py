@@ -15,9 +15,10 @@ MAX_STOPS = 4               # OpenAI's limit on stop sequences
 MAX_STOP_LENGTH = 256       # characters in one stop sequence (text that may begin one is held back)
 MAX_TOP_K = 0x110000        # top_k (any k from the vocabulary's size up cuts nothing)
 MAX_SEED = 2**64 - 1        # seed, random_seed: what numpy's generator takes as one 64-bit word
+MAX_N = 16                  # the most choices (n) one completion may ask for; each takes a --parallel slot
 
 # OpenAI fields charstream has no use for: accepted at the value that changes nothing, refused otherwise.
-NEUTRAL = {"n": (1,), "best_of": (1,), "echo": (False,), "logprobs": (None, 0), "presence_penalty": (0,),
+NEUTRAL = {"echo": (False,), "logprobs": (None, 0), "presence_penalty": (0,),
            "frequency_penalty": (0,), "logit_bias": (None, {}), "suffix": (None, "")}
 
 
@@ -58,6 +59,11 @@ class Generation:
     stop: tuple = ()               # cut the text before the first of these
     stream: bool = False
     include_usage: bool = False    # stream_options.include_usage: a last chunk with the usage
+    n: int = 1                     # choices: choice i has random seed (random_seed + i) mod 2**64
+
+    def choice_seed(self, i):
+        """Choice i's random seed: the request's plus i, mod 2**64 (None: each draws its own entropy)."""
+        return None if self.random_seed is None else (self.random_seed + i) % (MAX_SEED + 1)
 
 
 def _is_int(v):
@@ -153,15 +159,23 @@ def parse_completion(body, model_id):
                 or not isinstance(options.get("include_usage", False), bool):
             raise RequestError("stream_options must be {\"include_usage\": true|false}", "stream_options", "invalid_type")
         include_usage = options.get("include_usage", False)
+    n = body.get("n")
+    n = 1 if n is None else _int(n, "n", 1, MAX_N)
+    best_of = body.get("best_of")
+    if best_of is not None:
+        _int(best_of, "best_of", 1, MAX_N)
+        if best_of != n:
+            raise RequestError(f"best_of must equal n ({n}), got {best_of}: every choice generated is returned",
+                               "best_of", "invalid_value")
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise RequestError(f"user must be a string, got {user!r}", "user", "invalid_type")
     return Generation(prompt, length, t, sampler, top_k, top_p, seed, _stops(body.get("stop")),
-                      bool(stream), include_usage)
+                      bool(stream), include_usage, n)
 
 
 FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "stream",
-          "stream_options", "user", *NEUTRAL}
+          "stream_options", "user", "n", "best_of", *NEUTRAL}
 
 
 def _stops(stop):

@@ -1,0 +1,195 @@
+"""Continuous batching: one thread per model steps every running generation of it together.
+
+A Scheduler owns a `charstream.batching.Batch` over one kernel, built once for its model. Requests
+hand it lanes (`submit`); its thread adds them at the next round, reads their prompts a budget at a
+time, draws a round for every ready lane, and puts each lane's text on its Stream, which the event
+loop reads. A lane leaves when it is done or its Stream is closed (the client left, a stop sequence
+came). A round lasts about ROUND_SECONDS, so a new request waits about that long to join. A reloaded
+model gets a new Scheduler; the old one finishes the lanes it has, then its thread ends.
+"""
+import asyncio
+import collections
+import logging
+import threading
+import time
+
+from ..batching import Batch
+
+ROUND_SECONDS = 0.01   # the time a round aims at: a request joins the batch within about this
+MAX_BLOCK = 4096       # the most characters a lane draws in one round
+PENDING = 1 << 16      # characters a Stream may hold unread before its lane waits for the reader
+
+log = logging.getLogger("charstream.server")
+
+
+class Inbox:
+    """Wakes the coroutine of one request on its event loop when any of its Streams has news."""
+
+    def __init__(self):
+        self.loop = asyncio.get_running_loop()
+        self.event = asyncio.Event()
+
+    def notify(self):   # from the scheduler's thread
+        try:
+            self.loop.call_soon_threadsafe(self.event.set)
+        except RuntimeError:   # the loop is closed: nobody is reading any more
+            pass
+
+
+class Stream:
+    """One generation's text as the scheduler draws it: put and ended on its thread, taken on the loop."""
+
+    def __init__(self, lane, inbox, scheduler):
+        self.lane, self.inbox, self.scheduler = lane, inbox, scheduler
+        self._lock = threading.Lock()
+        self._texts = collections.deque()
+        self.pending = 0            # characters put and not taken
+        self.ended = False          # no more text will come
+        self.error = None           # why, when a sampler failed (a CharstreamError)
+        self.closed = False         # the reader wants no more: the lane leaves at the next round
+
+    def put(self, text):
+        with self._lock:
+            self._texts.append(text)
+            self.pending += len(text)
+        self.inbox.notify()
+
+    def end(self, error=None):
+        with self._lock:
+            self.ended, self.error = True, error
+        self.inbox.notify()
+
+    def take(self):
+        """(text, ended, error): the oldest text put and not taken ("" if none; one round's, so that
+        the reader sends what each round drew as it comes); ended once all is taken."""
+        with self._lock:
+            text = self._texts.popleft() if self._texts else ""
+            full = self.pending > PENDING
+            self.pending -= len(text)
+            full = full and self.pending <= PENDING
+            ended, error = self.ended and not self._texts, self.error if not self._texts else None
+        if full:
+            self.scheduler.wake()   # its lane was waiting for this reader
+        return text, ended, error
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.scheduler.wake()
+
+
+class Scheduler:
+    """The generations of one model, stepped together by one thread on one kernel of `lanes` lanes."""
+
+    def __init__(self, model, lanes, threads=1, round_seconds=ROUND_SECONDS):
+        self.model = model
+        self.batch = Batch(model, lanes, threads, first_block=1, max_block=MAX_BLOCK)
+        self.round_seconds = round_seconds
+        self._cond = threading.Condition()
+        self._joining, self._streams = [], {}     # Streams to add; lane -> Stream of the lanes in the batch
+        self._thread = None
+        self.step_seconds = None                  # a round's seconds per character, recently
+        self.rounds = 0
+
+    @property
+    def running(self):
+        """Lanes in the batch or about to join it."""
+        with self._cond:
+            return len(self._streams) + len(self._joining)
+
+    def submit(self, lane, inbox):
+        """A Stream of the lane's text; the lane joins at the next round (the thread starts if idle)."""
+        stream = Stream(lane, inbox, self)
+        with self._cond:
+            self._joining.append(stream)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="charstream-scheduler", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return stream
+
+    def wake(self):
+        with self._cond:
+            self._cond.notify()
+
+    def _budget(self):
+        """Characters per lane that make a round of about round_seconds."""
+        if self.step_seconds is None:
+            return 1
+        return max(1, min(MAX_BLOCK, int(self.round_seconds / max(self.step_seconds, 1e-9))))
+
+    def _run(self):
+        try:
+            while self._step():
+                pass
+        except BaseException as e:   # a bug: every reader hears of it instead of waiting forever
+            log.error("the scheduler failed", exc_info=e)
+            with self._cond:
+                streams = list(self._streams.values()) + self._joining
+                self._streams, self._joining, self._thread = {}, [], None
+                self.batch.lanes = []
+            for s in streams:
+                s.end(RuntimeError("the scheduler failed"))
+
+    def _step(self):
+        """One round; False when there is nothing left to run (the thread then ends)."""
+        batch = self.batch
+        with self._cond:
+            for s in self._joining:
+                batch.add(s.lane)
+                self._streams[s.lane] = s
+            self._joining = []
+            for lane, s in list(self._streams.items()):
+                if s.closed:
+                    batch.remove(lane)
+                    del self._streams[lane]
+            waiting = {lane for lane, s in self._streams.items() if s.pending > PENDING}
+            if not any(len(lane.prompt) or (lane.ready and lane not in waiting) for lane in batch.lanes):
+                self._end_finished()
+                if not self._streams:
+                    self._thread = None
+                    return False
+                self._cond.wait()
+                return True
+        t = time.perf_counter()
+        budget = self._budget()
+        batch.prime(budget)
+        results = batch.round(limit=budget, skip=waiting)
+        if results:
+            n = max(len(text) for _, text in results) or 1
+            per = (time.perf_counter() - t) / n
+            self.step_seconds = per if self.step_seconds is None else 0.7 * self.step_seconds + 0.3 * per
+        self.rounds += 1
+        for lane, text in results:
+            s = self._streams.get(lane)
+            if s is not None and text:
+                s.put(text)
+        with self._cond:
+            self._end_finished()
+        return True
+
+    def _end_finished(self):
+        """End the Streams of lanes the batch no longer holds (done, or their sampler failed)."""
+        held = set(map(id, self.batch.lanes))
+        for lane, s in list(self._streams.items()):
+            if id(lane) not in held:
+                del self._streams[lane]
+                s.end(lane.error)
+
+
+class Schedulers:
+    """The Scheduler of the model in service (built on first use, once per model: a reload makes a
+    new one, while generations on the old one finish there)."""
+
+    def __init__(self, lanes, threads=1):
+        self.lanes, self.threads = lanes, threads
+        self._lock = threading.Lock()
+        self.current = None
+        self.built = 0    # kernels built so far
+
+    def for_model(self, model):
+        with self._lock:
+            if self.current is None or self.current.model is not model:
+                self.current = Scheduler(model, self.lanes, self.threads)
+                self.built += 1
+            return self.current
