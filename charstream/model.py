@@ -100,6 +100,9 @@ class Model:
         self.validation = None     # what validation measured (charstream.validation), saved with the model
         self.best = None           # {"params", "hprev"}: the parameters of the lowest validation loss, while training
         self.dropout = 0.0         # the training kernel's dropout rate (charstream.validation), saved with the model
+        # Adam's step for the one-hot input's weights (Wxh of layer 0) is input_lr times the learning rate:
+        # one column moves per character, where an embedding's every weight would (cells.INPUT_LR)
+        self.input_lr = cells.INPUT_LR if cells.OPTIMIZER[self.cell] == "adam" else 1.0
 
     def _table(self, V=None, H=None):
         """This model's rows of the cell's parameter table (charstream.cells)."""
@@ -195,12 +198,15 @@ class Model:
                                 lanes=lanes, threads=threads)
             if dropout > 0:
                 kernel.set_dropout(dropout, self.dropout_seed)
+            kernel.input_lr = self.input_lr
             return kernel
         if (self.cell, self.layers) == ("rnn", 1):
             return Kernel(self.params, self.state.mem if train else None, T)
         st = self.state
-        return CellKernel(self.params, st.mem if train else None, T, cell=self.cell, layers=self.layers,
-                          moments=st.moments if train else None, steps=st.steps if train else None)
+        kernel = CellKernel(self.params, st.mem if train else None, T, cell=self.cell, layers=self.layers,
+                            moments=st.moments if train else None, steps=st.steps if train else None)
+        kernel.input_lr = self.input_lr
+        return kernel
 
     def encode(self, text, what="text"):
         """int32 indices of the characters of `text` in the vocabulary; unknown ones are skipped
@@ -334,6 +340,8 @@ class Model:
             meta["steps"] = int(st.steps[0])
         if self.dropout:
             meta["dropout"] = self.dropout
+        if self.input_lr != 1.0:
+            meta["input_lr"] = self.input_lr
         meta["dropout_seed"] = self.random_seed_key
         meta.update(self.history.to_meta())
         if self.validation is not None:
@@ -375,6 +383,7 @@ class Model:
             hprev = arrays[store.CURRENT + "hprev"]
         model.validation = meta.get("validation")
         model.dropout = meta.get("dropout", 0.0)
+        model.input_lr = float(meta.get("input_lr", 1.0))   # files from before it: 1, as they trained
         model.random_seed_key = meta.get("dropout_seed", 0)
         model.state = TrainState(mem={k: arrays["m" + k] for k in names}, hprev=hprev,
                                  tail=arrays["tail"].copy(), seq_length=meta["seq_length"],

@@ -387,6 +387,9 @@ def _check_validation_meta(bad, meta):
         raise bad("dropout_seed must be an integer in [0, 2**63)")
     if not isinstance(meta.get("best_kept", False), bool):
         raise bad("best_kept must be true or false")
+    s = meta.get("input_lr", 1.0)
+    if not _is_number(s) or not 0 < s <= 1000:
+        raise bad("input_lr must be a number in (0, 1000]")
     v = meta.get("validation")
     if v is None:
         if meta.get("best_kept"):

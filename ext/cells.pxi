@@ -109,6 +109,7 @@ cdef class CellKernel:
     """
     cdef public Py_ssize_t H, V, T, L, G
     cdef public str cell, optimizer
+    cdef public double input_lr     # Adam's step for Wxh (layer 0) is input_lr * lr; Adagrad ignores it
     cdef int code
     cdef Py_ssize_t GH, GHp, Hp, Tp, S, Vp, nparams
     cdef Py_ssize_t nlast       # the steps the last gradients sum over (Adam's clip is 5 per step)
@@ -180,6 +181,7 @@ cdef class CellKernel:
         for p in table:
             _check(params.get(p.name), p.name, p.shape)
         self.optimizer = optimizer or cells.OPTIMIZER[cell]
+        self.input_lr = 1.0
         if self.optimizer not in ("adagrad", "adam"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}")
         G = cells.GATES[cell]
@@ -395,7 +397,7 @@ cdef class CellKernel:
             c1 = 1.0 / (1.0 - pow(ADAM_BETA1, <double>self.steps[0]))
             c2 = 1.0 / (1.0 - pow(ADAM_BETA2, <double>self.steps[0]))
             for i in range(self.nparams):
-                cs_adam(self.P[i], self.D[i], self.M[i], self.Vm[i], self.sizes[i], lr,
+                cs_adam(self.P[i], self.D[i], self.M[i], self.Vm[i], self.sizes[i], lr * self.input_lr if i == 0 else lr,
                         ADAM_BETA1, ADAM_BETA2, c1, c2, ADAM_EPS, ADAM_CLIP_PER_CHAR * self.nlast)
         else:
             for i in range(self.nparams):

@@ -29,6 +29,7 @@ typedef struct {
     void **P, **D, **M, **Vm;                    /* every parameter, gradient, memory, moment: table order */
     ptrdiff_t *sizes, nparams;
     ptrdiff_t nlast;   /* the steps the last gradients sum over: Adam clips at 5 per step */
+    double input_lr;   /* Adam's step for Wxh of layer 0 is input_lr * lr (the one-hot input's weights) */
     void *hs;      /* (L, T+1, B, H): hs[l, 0] the state before the chunk, hs[l, t+1] h_t */
     void *cs;      /* (L, T+1, B, H): the LSTM's c */
     void *acts;    /* (L, T, B, GH): the input side Wxh x + bh, then the activated gates */

@@ -21,6 +21,7 @@ cdef extern from "lanes.h" nogil:
         void** Vm
         Py_ssize_t* sizes
         Py_ssize_t nparams
+        double input_lr
         void* hs
         void* cs
         void* acts
@@ -119,6 +120,7 @@ cdef class LaneKernel:
     cdef long long[::1] steps
     cdef bint training
     cdef public double dropout
+    cdef public double input_lr     # Adam's step for Wxh (layer 0) is input_lr * lr; Adagrad ignores it
     cdef unsigned long long _dseed, _dstep
 
     def __cinit__(self):
@@ -152,6 +154,7 @@ cdef class LaneKernel:
         for p in table:
             _check(params.get(p.name), p.name, p.shape, dtype)
         self.optimizer = optimizer or cells.OPTIMIZER[cell]
+        self.input_lr = 1.0
         if self.optimizer not in ("adagrad", "adam"):
             raise ValueError(f"unknown optimizer {self.optimizer!r}")
         G = cells.GATES[cell]
@@ -343,6 +346,7 @@ cdef class LaneKernel:
             self.steps[0] += 1
             c1 = 1.0 / (1.0 - pow(ADAM_BETA1, <double>self.steps[0]))
             c2 = 1.0 / (1.0 - pow(ADAM_BETA2, <double>self.steps[0]))
+        self.c.input_lr = self.input_lr
         with nogil:
             cs_lanes_update(&self.c, lr, c1, c2)
 

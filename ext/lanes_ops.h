@@ -351,7 +351,8 @@ static void CS_NAME(cs_lanes_update)(cs_lanes *c, double lr, double c1, double c
             for (q = 0; q < (n + 4095) / 4096; q++) {      /* blocks of a multiple of 8: the same paths as whole */
                 ptrdiff_t o = 4096 * q, m = n - o < 4096 ? n - o : 4096;
                 if (c->Vm)
-                    CS_CELL(cs_adam)(F(c->P[i]) + o, F(c->D[i]) + o, F(c->M[i]) + o, F(c->Vm[i]) + o, m, (R)lr,
+                    CS_CELL(cs_adam)(F(c->P[i]) + o, F(c->D[i]) + o, F(c->M[i]) + o, F(c->Vm[i]) + o, m,
+                                     (R)(i == 0 ? lr * c->input_lr : lr),
                                      (R)0.9, (R)0.999, (R)c1, (R)c2, (R)1e-8, (R)(5.0 * c->nlast));
                 else
                     CS_ADAGRAD(F(c->P[i]) + o, F(c->D[i]) + o, F(c->M[i]) + o, m, lr);

@@ -127,20 +127,21 @@ def adagrad(p, grads, mem, lr):
         p[k] += -lr * d / np.sqrt(mem[k] + 1e-8)
 
 
-def adam(p, grads, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8, clip=5.0):
-    """One Adam step (step number t, from 1) on gradients clipped to [-clip, clip], in place."""
+def adam(p, grads, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8, clip=5.0, input_lr=1.0):
+    """One Adam step (step number t, from 1) on gradients clipped to [-clip, clip], in place; Wxh (the
+    one-hot input's weights) steps input_lr * lr."""
     for k in p:
         d = np.clip(grads[k], -clip, clip)
         m[k] = b1 * m[k] + (1 - b1) * d
         v[k] = b2 * v[k] + (1 - b2) * d * d
-        p[k] -= lr * (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps)
+        p[k] -= (lr * input_lr if k == "Wxh" else lr) * (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps)
 
 
-def update(optimizer, p, grads, m, v, t, lr, n):
+def update(optimizer, p, grads, m, v, t, lr, n, input_lr=1.0):
     """The optimizer's step t (from 1) on gradients summed over n steps: Adam with moments m, v and
     the gradients clipped to 5 per step, or Adagrad with memory m (min-char-rnn's clip to [-5, 5])."""
     if optimizer == "adam":
-        adam(p, grads, m, v, t, lr, clip=5.0 * n)
+        adam(p, grads, m, v, t, lr, clip=5.0 * n, input_lr=input_lr)
     else:
         adagrad(p, grads, m, lr)
 

@@ -51,7 +51,7 @@ def test_dropout_matches_the_oracle_with_the_same_masks(cell, L, V, H, dtype):
         without = O.loss_fun_lanes(cell, L, op, chunk, start, None)[0]
         assert abs(without - oloss) > 1e-6   # the masks changed something
         k.update(0.01)
-        O.update(optimizer, op, grads, om, ov, c + 1, 0.01)
+        O.update(optimizer, op, grads, om, ov, c + 1, 0.01, n)
 
 
 @pytest.mark.parametrize("cell,L", [("lstm", 2), ("gru", 2), ("rnn", 1)])

@@ -245,3 +245,46 @@ def test_the_clip_is_5_for_adagrad_and_5_per_step_for_adam(kind, optimizer):
         for name in p:
             np.testing.assert_allclose(p[name], op[name], rtol=1e-12, atol=1e-15)
     assert wide > 100                                   # the two clips differ on these
+
+
+@pytest.mark.parametrize("kind,dtype", [("lanes", np.float64), ("lanes", np.float32), ("cell", np.float64)])
+def test_adam_steps_the_input_weights_input_lr_times(kind, dtype):
+    """Wxh (layer 0) steps input_lr * lr, every other parameter lr, against the oracle; Model.kernel
+    hands the model's input_lr (cells.INPUT_LR for a new gated model) to the kernel."""
+    cell, L, V, H, T, B = "gru", 2, 9, 6, 5, 1 if kind == "cell" else 3
+    p = _params(cell, L, V, H, dtype)
+    op = {k: v.copy() for k, v in p.items()}
+    mem, om, ov = _zeros_like(p), _zeros_like(p), _zeros_like(p)
+    if kind == "lanes":
+        k = _kernel(cell, L, p, mem, T, B, optimizer="adam")
+    else:
+        k = CellKernel(p, mem, T, cell=cell, layers=L, optimizer="adam", moments=_zeros_like(p),
+                       steps=np.zeros(1, dtype=np.int64))
+    assert k.input_lr == 1.0
+    k.input_lr = 30.0
+    rng = np.random.default_rng(3)
+    xs = rng.integers(0, V, (B, 3 * T + 1)).astype(np.int32)
+    state = np.zeros((B, cells.state_size(cell, L, H)), dtype=dtype)
+    ostate = state.copy()
+    for c in range(3):
+        chunk = np.ascontiguousarray(xs[:, c * T:c * T + T + 1])
+        h = state if kind == "lanes" else state[0]
+        k.loss_and_grads(chunk if kind == "lanes" else chunk[0], h)
+        _, grads, ostate = O.loss_fun_lanes(cell, L, op, chunk, ostate)
+        k.update(0.01)
+        O.update("adam", op, grads, om, ov, c + 1, 0.01, T, input_lr=30.0)
+    for name in p:
+        _scaled_close(p[name], op[name], TOL[dtype])
+    moved = np.abs(p["Wxh"] - _params(cell, L, V, H, dtype)["Wxh"]).max()
+    assert moved > 0.1                                  # 3 steps of ~0.3, not of ~0.01
+
+
+def test_a_new_gated_model_carries_its_input_lr_to_the_kernel_and_the_file(tmp_path):
+    import charstream
+    m = charstream.Model(list("abc"), hidden_size=4, cell="lstm", random_seed=0)
+    assert m.input_lr == cells.INPUT_LR
+    assert m.kernel(5, train=True).input_lr == cells.INPUT_LR
+    assert m.kernel(5, train=True, lanes=2).input_lr == cells.INPUT_LR
+    m.save(tmp_path / "m.npz")
+    assert charstream.Model.load(tmp_path / "m.npz").input_lr == cells.INPUT_LR
+    assert charstream.Model(list("abc"), hidden_size=4, cell="rnn").input_lr == 1.0
