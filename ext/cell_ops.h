@@ -100,7 +100,7 @@ static inline void CS_NAME(cs_cell_backward)(int cell, ptrdiff_t H, const CS_REA
 }
 
 /* Adam on n entries, the gradient clipped first: `g = clip(d, -clip, clip); m = b1 m + (1 - b1) g;
- * v = b2 v + (1 - b2) g^2; p -= lr * (m * c1) / (sqrt(v * c2) + eps)` with c1 = 1 / (1 - b1^t),
+ * v = b2 v + (1 - b2) g^2 (0 once below 1e-30); p -= lr * (m * c1) / (sqrt(v * c2) + eps)` with c1 = 1 / (1 - b1^t),
  * c2 = 1 / (1 - b2^t) for step t (the bias corrections). */
 static inline void CS_NAME(cs_adam)(CS_REAL *p, const CS_REAL *d, CS_REAL *m, CS_REAL *v, ptrdiff_t n, CS_REAL lr,
                            CS_REAL b1, CS_REAL b2, CS_REAL c1, CS_REAL c2, CS_REAL eps, CS_REAL clip)
@@ -111,6 +111,8 @@ static inline void CS_NAME(cs_adam)(CS_REAL *p, const CS_REAL *d, CS_REAL *m, CS
         g = g < -clip ? -clip : g;
         m[i] = b1 * m[i] + ((CS_REAL)1.0 - b1) * g;
         v[i] = b2 * v[i] + ((CS_REAL)1.0 - b2) * (g * g);
+        v[i] = v[i] < (CS_REAL)1e-30 ? (CS_REAL)0.0 : v[i];   /* a fading moment goes to exact zero, never
+            denormal: -ffast-math's sqrt (x * rsqrt(x)) made NaN of a float32 v near 1e-38 */
         p[i] -= lr * (m[i] * c1) / (CS_SQRT(v[i] * c2) + eps);
     }
 }

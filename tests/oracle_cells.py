@@ -134,6 +134,7 @@ def adam(p, grads, m, v, t, lr, b1=0.9, b2=0.999, eps=1e-8, clip=5.0, input_lr=1
         d = np.clip(grads[k], -clip, clip)
         m[k] = b1 * m[k] + (1 - b1) * d
         v[k] = b2 * v[k] + (1 - b2) * d * d
+        v[k][v[k] < 1e-30] = 0.0
         p[k] -= (lr * input_lr if k == "Wxh" else lr) * (m[k] / (1 - b1 ** t)) / (np.sqrt(v[k] / (1 - b2 ** t)) + eps)
 
 

@@ -288,3 +288,25 @@ def test_a_new_gated_model_carries_its_input_lr_to_the_kernel_and_the_file(tmp_p
     m.save(tmp_path / "m.npz")
     assert charstream.Model.load(tmp_path / "m.npz").input_lr == cells.INPUT_LR
     assert charstream.Model(list("abc"), hidden_size=4, cell="rnn").input_lr == 1.0
+
+
+
+def test_float32_adam_survives_a_moment_fading_below_the_normal_range():
+    """A character unseen for thousands of steps: its column's v decays to about 1e-38 and under; the
+    step stays finite (it was NaN: -ffast-math's sqrt of a denormal) and the moment goes to zero."""
+    cell, L, V, H, T = "lstm", 1, 5, 8, 4
+    p = _params(cell, L, V, H, np.float32)
+    mem, vm = _zeros_like(p), _zeros_like(p)
+    k = LaneKernel(p, mem, T, cell=cell, layers=L, optimizer="adam", moments=vm,
+                   steps=np.full(1, 5000, dtype=np.int64), lanes=2)
+    xs = np.zeros((2, T + 1), dtype=np.int32)       # only character 0: the other columns' gradients are 0
+    h = np.zeros((2, cells.state_size(cell, L, H)), dtype=np.float32)
+    for v in (1.2e-38, 1.16e-38, 5e-39, 1e-40, 1e-45):
+        vm["Wxh"][:, 1:] = v
+        mem["Wxh"][:, 1:] = 6e-45                   # Adam's first moment: as faded
+        before = p["Wxh"][:, 1:].copy()
+        k.loss_and_grads(xs, h)
+        k.update(0.01)
+        assert np.isfinite(p["Wxh"]).all(), v
+        np.testing.assert_allclose(p["Wxh"][:, 1:], before, atol=1e-6)
+        assert (vm["Wxh"][:, 1:] == 0).all()
