@@ -51,10 +51,17 @@ class Defaults:
     seq_length: int        # T
     learning_rate: float   # the optimizer's step size
     anneal: float          # the last fraction of a known budget (--max-seconds, --max-chars) that anneals it
+    dtype: str = "float64"  # of a new model made by `charstream train` (Model() itself is float64 unless told)
+    lanes: int = 1          # lanes `charstream train` gives a new model on file sources (fewer for a short text:
+                            # each lane gets MIN_LANE_CHUNKS chunks a pass); streams train one lane
 
 
+MIN_LANE_CHUNKS = 8
 DEFAULTS = {"rnn": Defaults(100, 25, 0.1, 0.0), "gru": Defaults(128, 25, 0.002, 0.5),
-            "lstm": Defaults(128, 25, 0.003, 0.5)}
+            "lstm": Defaults(256, 64, 0.003, 0.5, "float32", 16)}
+# lstm: H=256, T=64, 16 lanes, float32, Adam 0.003 annealed over the last half; docs/cells.md and
+# docs/quality.md have the runs that chose it (180 s of tiny-shakespeare on 2 cores).
+# Before lanes and float32 (H=128, T=25, one lane, float64):
 # 180 s on tiny-shakespeare (first 90%), held-out last 10% in nats/char, two runs at a time on 2 cores
 # (docs/cells.md has the rest): lstm H=128 Adam 0.002 constant 1.698 / 1.706 (seeds 0, 1); annealed over
 # the last half (charstream.schedule, to 1/20) 0.002 1.608, 0.003 1.554 / 1.597 (to 1/10: 1.622, to 1/100:

@@ -64,7 +64,7 @@ def open_model(path, hidden_size=None, random_seed=None, max_vocab=None, vocab=N
                           "fixed_vocab")
     for option, check in (("cell", lambda: cells.check(cell or "rnn", 1)),
                           ("layers", lambda: cells.check("rnn", layers or 1)),
-                          ("dtype", lambda: check_dtype(dtype or "float64"))):
+                          ("dtype", lambda: check_dtype(dtype or cells.DEFAULTS[cell or "rnn"].dtype))):
         try:
             check()
         except ValueError as e:
@@ -72,7 +72,7 @@ def open_model(path, hidden_size=None, random_seed=None, max_vocab=None, vocab=N
     try:
         return Model(dict.fromkeys(vocab or ""), hidden_size, random_seed=random_seed,
                      max_vocab=max_vocab or DEFAULT_MAX_VOCAB, fixed_vocab=bool(fixed_vocab),
-                     cell=cell or "rnn", layers=layers or 1, dtype=dtype or "float64")
+                     cell=cell or "rnn", layers=layers or 1, dtype=dtype or cells.DEFAULTS[cell or "rnn"].dtype)
     except ValueError as e:   # what is left to refuse is the initial vocabulary
         raise OptionError(str(e), "vocab") from None
     except MemoryError:

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from .cells import DEFAULTS
+from .cells import DEFAULTS, MIN_LANE_CHUNKS
 from .checkpoint import Checkpoint, OptionError, open_model, writer_lock
 from .errors import CharstreamError, CharstreamWarning, SourceFailed
 from .model import Model
@@ -66,7 +66,7 @@ class Options:
     threads: Optional[int] = None           # --threads: the kernel's threads (default: the cores this process may use)
     # validation, the best model kept, early stopping, dropout (charstream.validation)
     validate: Any = None                    # --validate: a source scored as the validation text (False: none at all)
-    val_fraction: Optional[float] = None    # --val-fraction: hold out the last F of each file source (0 < F <= 0.5)
+    val_fraction: Optional[float] = None    # --val-fraction: hold out F of each file source, in blocks spread through it (0 < F <= 0.5)
     validate_every: Optional[int] = None    # --validate-every: characters trained between validations
     patience: Optional[int] = None          # --patience: stop after N validations without a new best (0: never)
     dropout: Optional[float] = None         # --dropout: the rate of the non-recurrent connections, [0, 1)
@@ -184,7 +184,8 @@ class Training:
         elif o.patience:
             raise OptionError("patience counts validations: give a validation text (validate or val_fraction)",
                               "patience")
-        self.dropout = (val.DEFAULT_DROPOUT if repeated else 0.0) if o.dropout is None else float(o.dropout)
+        # None: decided once the model is open (val.default_dropout: repeated passes over a small text)
+        self.dropout = (None if repeated else 0.0) if o.dropout is None else float(o.dropout)
         if o.log is not None:
             folder = os.path.dirname(os.path.abspath(o.log))
             if not os.path.isdir(folder):
@@ -240,7 +241,7 @@ class Training:
             raise OptionError(f"val_fraction {fraction:g} holds out {len(text)} characters of {_where(sources)}; "
                               f"a validation text needs at least {val.MIN_CHARS}", "val_fraction")
         self.pass_sources, self.held_out = kept, len(text)
-        return text, f"the last {fraction:g} of {_where(sources)}"
+        return text, f"{fraction:g} of {_where(sources)} (blocks spread through it)"
 
     def _stream(self):
         """The sources of the whole run, passes included (endless when passes repeat until a budget)."""
@@ -248,11 +249,19 @@ class Training:
             return chain_sources(itertools.chain.from_iterable(itertools.repeat(self.pass_sources)))
         return chain_sources(self.pass_sources * self.passes)
 
-    def _lane_block(self, lanes):
-        """Characters each lane takes of a round: for file sources, their characters (one pass) over
-        the lanes, so that each lane trains one contiguous region per pass; else the Trainer's default."""
-        if lanes <= 1 or self._pass_bytes() is None:
+    def _default_lanes(self, model):
+        """The cell's default lanes for a model that has trained nothing yet, on file sources long
+        enough to give each lane MIN_LANE_CHUNKS chunks a pass (fewer lanes for a shorter text); None
+        (the model's own) for anything else, streams included."""
+        st, want = model.state, DEFAULTS[model.cell].lanes
+        if want <= 1 or st.chunks > 0 or len(st.tail) > 0 or self._pass_bytes() is None:
             return None
+        T = self.options.seq_length or st.seq_length
+        lanes = min(want, self._pass_chars() // (MIN_LANE_CHUNKS * (T + 1)))
+        return lanes if lanes > 1 else None
+
+    def _pass_chars(self):
+        """The characters of one pass over the (file) sources: UTF-8 lead bytes of each file."""
         chars = 0
         for s in self.pass_sources:
             if isinstance(s, str):
@@ -260,7 +269,14 @@ class Training:
                 chars += int(np.count_nonzero((data & 0xC0) != 0x80))   # UTF-8 lead bytes: characters
             else:
                 chars += sum(len(t) for t in s)
-        return max(1, (chars - 1) // lanes)
+        return chars
+
+    def _lane_block(self, lanes):
+        """Characters each lane takes of a round: for file sources, their characters (one pass) over
+        the lanes, so that each lane trains one contiguous region per pass; else the Trainer's default."""
+        if lanes <= 1 or self._pass_bytes() is None:
+            return None
+        return max(1, (self._pass_chars() - 1) // lanes)
 
     def _pass_bytes(self):
         """The bytes one pass holds when the sources are all regular files (or their held-in parts), else None."""
@@ -295,6 +311,8 @@ class Training:
             if path is not None:
                 model = open_model(path, max_vocab=o.max_vocab, fixed_vocab=o.fixed_vocab,
                                    **{k: getattr(o, k) for k in NEW_MODEL})
+            if self.dropout is None:
+                self.dropout = val.default_dropout(self._pass_chars(), model)
             model.dropout = self.dropout
             if self.validator is not None:
                 self.validator.attach(model)
@@ -304,8 +322,9 @@ class Training:
                                   "the trained one is the model from now on", CharstreamWarning, stacklevel=3)
                 model.validation, model.best = None, None
             try:
-                trainer = Trainer(model, o.seq_length, o.learning_rate, o.reset_every, lanes=o.lanes,
-                                  block=self._lane_block(o.lanes or model.state.lanes), threads=o.threads)
+                lanes = o.lanes if o.lanes is not None else self._default_lanes(model)
+                trainer = Trainer(model, o.seq_length, o.learning_rate, o.reset_every, lanes=lanes,
+                                  block=self._lane_block(lanes or model.state.lanes), threads=o.threads)
             except ValueError as e:
                 raise OptionError(str(e), "lanes" if "lane" in str(e) else "threads") from None
             if self.validator is not None:

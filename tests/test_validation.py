@@ -11,7 +11,8 @@ import charstream
 from charstream import validation as val
 from helpers import assert_same_file, invoke
 
-OPTS = dict(cell="lstm", layers=2, hidden_size=8, random_seed=3, val_fraction=0.2, validate_every=700, dropout=0.3)
+OPTS = dict(cell="lstm", layers=2, hidden_size=32, random_seed=3, val_fraction=0.2, validate_every=700, dropout=0.3,
+            learning_rate=0.03, seq_length=25)
 
 
 def _text(tmp_path, shakespeare, n=3000):
@@ -23,10 +24,10 @@ def _text(tmp_path, shakespeare, n=3000):
 @pytest.mark.parametrize("extra", [{}, dict(lanes=2, dtype="float32")])
 def test_a_run_split_in_two_equals_one_run_best_model_included(tmp_path, shakespeare, extra):
     text = _text(tmp_path, shakespeare)
-    one = charstream.train([str(text)], model=tmp_path / "one.npz", passes=5, **OPTS, **extra)
+    one = charstream.train([str(text)], model=tmp_path / "one.npz", passes=15, **OPTS, **extra)
     assert one.validations >= 10
-    first = charstream.train([str(text)], model=tmp_path / "two.npz", passes=2, **OPTS, **extra)
-    second = charstream.train([str(text)], model=tmp_path / "two.npz", passes=3, val_fraction=0.2,
+    first = charstream.train([str(text)], model=tmp_path / "two.npz", passes=6, **OPTS, **extra)
+    second = charstream.train([str(text)], model=tmp_path / "two.npz", passes=9, val_fraction=0.2,
                               validate_every=700, dropout=0.3)
     assert first.validations + second.validations == one.validations
     assert_same_file(tmp_path / "one.npz", tmp_path / "two.npz")
@@ -35,7 +36,7 @@ def test_a_run_split_in_two_equals_one_run_best_model_included(tmp_path, shakesp
     best, current = charstream.load(tmp_path / "one.npz"), charstream.load(tmp_path / "one.npz", resume=True)
     assert any(not np.array_equal(best.params[k], current.params[k]) for k in best.params)
     assert current.best is not None and all(np.array_equal(best.params[k], current.best["params"][k])
-                                            for k in best.params)
+    held = val.split_held_out(shakespeare[:3000], 0.2)[1]
     held = shakespeare[:3000][-600:]
     assert val.score(best, held)[0] == v["best_loss"]     # the kept parameters are the ones that scored best
     assert best.file_format_version == 4
@@ -46,15 +47,17 @@ def test_the_held_out_part_is_never_trained_and_readers_use_the_best(tmp_path, s
     s = charstream.train([str(text)], model=tmp_path / "m.npz", passes=4, val_fraction=0.25, validate_every=500,
                          hidden_size=8, random_seed=1, dropout=0)
     assert s.held_out == 500 and s.chars_seen == 4 * 1500
+    trained, held = val.split_held_out(shakespeare[:2000], 0.25)
+    assert held == shakespeare[750:1250] and trained == shakespeare[:750] + shakespeare[1250:2000]
     ref = charstream.Model("", hidden_size=8, random_seed=1)
-    list(charstream.Trainer(ref).train([shakespeare[:1500]] * 4))
+    list(charstream.Trainer(ref).train([trained] * 4))
     current = charstream.load(tmp_path / "m.npz", resume=True)
     assert all(np.array_equal(ref.params[k], current.params[k]) for k in ref.params)   # trained on the first 75% only
-    (tmp_path / "held.txt").write_text(shakespeare[1500:2000], encoding="utf-8")
+    (tmp_path / "held.txt").write_text(held, encoding="utf-8")
     r = invoke("eval", tmp_path / "held.txt", "--model", tmp_path / "m.npz", "--fresh-state")
     assert r.exit_code == 0, r.output
     best = charstream.load(tmp_path / "m.npz")
-    assert f"{best.evaluate(shakespeare[1500:2000], fresh_state=True):.4f}" in r.output
+    assert f"{best.evaluate(held, fresh_state=True):.4f}" in r.output
     info = json.loads(invoke("info", "--model", tmp_path / "m.npz", "--json").output)
     assert info["validation"]["best_loss"] == s.validation["best_loss"] and info["validation"]["count"] == s.validations
     assert "this is the best model" in invoke("info", "--model", tmp_path / "m.npz").output
@@ -66,8 +69,10 @@ def test_patience_stops_and_a_budget_fills_passes(tmp_path, shakespeare):
                          validate_every=1200, patience=2, hidden_size=32, cell="lstm", learning_rate=0.02)
     assert s.stopped == "patience" and s.validation["since_best"] == 2 and s.passes is None
     assert 1200 < s.chars_seen < 200_000
-    s = charstream.train([str(text)], model=tmp_path / "b.npz", max_chars=5000, hidden_size=8)
-    assert s.chars_seen == 5000 and s.stopped == "max_chars" and s.held_out == 150   # several passes, held out
+    big = tmp_path / "big.txt"
+    big.write_text(shakespeare[:3000], encoding="utf-8")
+    s = charstream.train([str(big)], model=tmp_path / "b.npz", max_chars=8000, hidden_size=8)
+    assert s.chars_seen == 8000 and s.stopped == "max_chars" and s.held_out == 150   # several passes, 5% held out
     s = charstream.train([str(text)], model=tmp_path / "c.npz", hidden_size=8)
     assert s.chars_seen == 1500 and s.validation is None and s.passes == 1          # no budget: one pass
 

@@ -24,17 +24,20 @@ from .show import Printer
               help="Hidden units H of a new model (default " + ", ".join(
                   f"{d.hidden_size} for {c}" for c, d in DEFAULTS.items()) + ").")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default=None,
-              help="The number type of a new model (default float64): float32 halves the bytes and doubles "
-                   "the vector width; the rnn at float64 is min-char-rnn's math exactly.")
+              help="The number type of a new model (default " + ", ".join(f"{d.dtype} for {c}" for c, d in DEFAULTS.items())
+                   + "): float32 halves the bytes and doubles the vector width; the rnn at float64 is "
+                   "min-char-rnn's math exactly.")
 @click.option("--lanes", type=click.IntRange(min=1, max=MAX_LANES), default=None, metavar="B",
               help="Train B stretches of the text side by side, one update from their mean gradient "
-                   "(default 1, or the model's; a model keeps its lanes). Files are split into B regions, "
+                   "(default: the model's; for a new one on files " + ", ".join(f"{d.lanes} for {c}" for c, d in DEFAULTS.items())
+                   + ", fewer for a short text, 1 on streams; a model keeps its lanes). Files are split into B regions, "
                    "streams dealt in blocks of 4096 characters (docs/kernel.md).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
               help="Threads the kernel runs on (default: the cores this process may use; more is clamped "
                    "with a warning). Never changes the result.")
 @click.option("--seq-length", type=click.IntRange(min=1, max=1_000_000), default=None,
-              help="Characters per truncated-backprop chunk (default 25, or the model's).")
+              help="Characters per truncated-backprop chunk (default: the model's; for a new one " + ", ".join(
+                  f"{d.seq_length} for {c}" for c, d in DEFAULTS.items()) + ").")
 @click.option("--learning-rate", type=FiniteFloat(min=0, min_open=True), default=None,
               help="The optimizer's learning rate (default: the model's; for a new one 0.1 with the rnn's "
                    "Adagrad, " + ", ".join(f"{DEFAULTS[c].learning_rate:g} for {c}" for c in CELLS[1:])
@@ -72,20 +75,21 @@ from .show import Printer
               help="Score this source (any SOURCE train takes) as the validation text as training goes, and "
                    "keep the parameters that score best: generate, eval, info and serve use them.")
 @click.option("--val-fraction", type=FiniteFloat(min=0, max=0.5, min_open=True), default=None, metavar="F",
-              help="Hold out the last F of the characters of each file source as the validation text (never "
-                   "trained on). Default 0.1 when file sources are read more than once.")
+              help="Hold out F of the characters of each file source, in blocks of about 2,000 spread evenly "
+                   "through it, as the validation text (never trained on). Default 0.05 when file sources are "
+                   "read more than once.")
 @click.option("--no-validation", is_flag=True, default=False,
               help="Score no validation text, not even the held-out default.")
 @click.option("--validate-every", type=click.IntRange(min=1), default=None, metavar="CHARS",
-              help="Characters trained between validations (default: 40 times the validation text, "
+              help="Characters trained between validations (default: 20 times the validation text, "
                    "at least 10,000; docs/quality.md has its cost).")
 @click.option("--patience", type=click.IntRange(min=0), default=None, metavar="N",
               help="Stop after N validations in a row without a new best (default 0: never; the best "
                    "model is kept either way).")
 @click.option("--dropout", type=FiniteFloat(min=0, max=1, max_open=True), default=None, metavar="RATE",
               help="Drop this fraction of the non-recurrent connections (between layers, before the "
-                   "output) while training; never when scoring or generating. Default 0 for one pass, "
-                   "see docs/cli.md when passes repeat.")
+                   "output) while training; never when scoring or generating. Default 0.5 when passes repeat "
+                   "over fewer characters than the model has parameters, else 0.")
 @click.option("--max-seconds", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Stop after this many seconds, and save.")
 @click.option("--max-chars", type=click.IntRange(min=1), default=None,
