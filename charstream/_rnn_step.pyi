@@ -30,6 +30,7 @@ class CellKernel:
     G: int
     cell: str
     optimizer: str
+    input_lr: float
     def __init__(self, params: Mapping[str, np.ndarray], mem: Optional[Mapping[str, np.ndarray]] = ..., T: int = ...,
                  cell: str = ..., layers: int = ..., optimizer: Optional[str] = ...,
                  moments: Optional[Mapping[str, np.ndarray]] = ..., steps: Optional[np.ndarray] = ...) -> None: ...
@@ -56,6 +57,7 @@ class LaneKernel:
     B: int
     cell: str
     optimizer: str
+    input_lr: float
     dtype: np.dtype
     threads: int
     def __init__(self, params: Mapping[str, np.ndarray], mem: Optional[Mapping[str, np.ndarray]] = ..., T: int = ...,

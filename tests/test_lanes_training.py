@@ -40,6 +40,7 @@ def test_lanes_train_the_documented_stretches(dtype):
     records = list(tr.train([TEXT]))
     st = ref.state
     k = LaneKernel(ref.params, st.mem, T, cell="lstm", moments=st.moments, steps=st.steps, lanes=B)
+    k.input_lr = ref.input_lr                           # as Model.kernel sets it
     h = np.zeros((B, cells.state_size("lstm", 1, 16)), dtype=dtype)
     idx = ref.vocabulary.encode(TEXT)
     n = 0

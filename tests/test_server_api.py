@@ -283,7 +283,8 @@ def test_info_and_health(tmp_path, shakespeare, cell, layers):
     import charstream
     from charstream import cells
     path = tmp_path / f"{cell}{layers}.npz"
-    charstream.train([[shakespeare[:3000]]], model=path, cell=cell, layers=layers, hidden_size=12, random_seed=1)
+    charstream.train([[shakespeare[:3000]]], model=path, cell=cell, layers=layers, hidden_size=12, random_seed=1,
+                     dtype="float64", seq_length=25)   # the facts of a format-2 file; the lstm's default is float32
     m = charstream.load(path)
     V = m.vocab_size
     expected = {"cell": cell, "layers": layers, "dtype": "float64", "hidden_size": 12, "vocab_size": V,

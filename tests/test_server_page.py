@@ -11,6 +11,7 @@ import shutil
 import pytest
 
 import charstream
+from charstream import cells
 
 from serving import require  # noqa: E402
 
@@ -185,7 +186,8 @@ def test_the_page_shows_every_cell_as_it_is(tmp_path, shakespeare, cell, layers)
             page.goto(base + "/")
             page.wait_for_function(f"document.getElementById('facts').dataset.layers === '{layers}'")
             shown = page.text_content("#facts")
-            for part in [f"cell {cell}", f"layers {layers}", "dtype float64", "H 12", f"V {facts['vocab_size']}",
+            for part in [f"cell {cell}", f"layers {layers}", f"dtype {cells.DEFAULTS[cell].dtype}", "H 12",
+                         f"V {facts['vocab_size']}",
                          f"parameters {facts['parameters']:,}", f"characters trained {facts['chars_trained']:,}"]:
                 assert part in shown, shown
             assert page.get_attribute("#curve", "data-points") == str(len(facts["history"])) == "2"
