@@ -13,6 +13,8 @@ of one. For float64 one-layer rnn models generation runs on `Kernel` (min-char-r
 faster for one sequence), lane after lane, so the same holds there.
 """
 import operator
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -20,8 +22,19 @@ import numpy as np
 
 from . import samplers
 from .errors import CharstreamError
+from .trainer import default_threads as cores
 
 PYTHON_BLOCK = 256     # the most characters a round draws when a lane's sampler runs in Python
+
+_pool, _pool_lock = None, threading.Lock()   # the threads that share out a round's turns on `Kernel`
+
+
+def _shared_pool():
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(1, cores() - 1), thread_name_prefix="charstream-turns")
+        return _pool
 
 
 @dataclass(frozen=True)
@@ -97,13 +110,21 @@ def prepare(model, request, index=0, first_block=32):
 
 class Batch:
     """Lanes of one model generated together on one kernel (`Model.generation_kernel`), `lanes` at most
-    in a round; blocks start at `first_block` characters per lane and double up to `max_block`."""
+    in a round; blocks start at `first_block` characters per lane and double up to `max_block`.
 
-    def __init__(self, model, lanes=1, threads=1, first_block=32, max_block=4096):
+    On `Kernel` (float64 one-layer rnn), where lanes take turns, a round's turns are shared out over
+    `workers` threads (default: the cores this process may use, at most `lanes`), each with its own
+    Kernel: the kernel runs without the GIL, and a lane's text does not depend on which one drew it."""
+
+    def __init__(self, model, lanes=1, threads=1, first_block=32, max_block=4096, workers=None):
         if first_block < 1 or max_block < first_block:
             raise ValueError(f"need 1 <= first_block <= max_block, got {first_block}, {max_block}")
         self.model, self.vocab = model, model.vocabulary
         self.kernel = model.generation_kernel(lanes, threads)
+        self.kernels = [self.kernel]     # on Kernel: one per worker thread
+        if not hasattr(self.kernel, "sample_lanes"):
+            n = max(1, min(lanes, cores() if workers is None else workers))
+            self.kernels += [model.generation_kernel(1, 1) for _ in range(n - 1)]
         self.capacity = lanes
         self.first_block, self.max_block = first_block, max_block
         self.lanes = []              # in the order they joined
@@ -160,14 +181,28 @@ class Batch:
                 lane.rng.random(out=u[b])
         out = np.empty((B, n), dtype=np.int32)
         if not hasattr(self.kernel, "sample_lanes"):   # Kernel: one sequence at a time (the module's docstring)
-            for b, lane in enumerate(lanes):
-                self.kernel.sample(hs[b], u[b], out[b], lane.temperature, lane.greedy, lane.k)
+            self._turns(lanes, hs, u, out)
         else:
             self.kernel.sample_lanes(hs, u, out, [1.0 / lane.temperature for lane in lanes],
                                      [lane.greedy for lane in lanes], [lane.k for lane in lanes])
         for b, lane in enumerate(lanes):
             lane.h[...] = hs[b]
         return [(lane, self.vocab.decode(out[b])) for b, lane in enumerate(lanes)]
+
+    def _turns(self, lanes, hs, u, out):
+        """Each lane's turn on a Kernel: lanes b = w, w + W, w + 2W, ... on kernel w of W."""
+        W = min(len(self.kernels), len(lanes))
+
+        def run(w):
+            kernel = self.kernels[w]
+            for b in range(w, len(lanes), W):
+                lane = lanes[b]
+                kernel.sample(hs[b], u[b], out[b], lane.temperature, lane.greedy, lane.k)
+
+        others = [_shared_pool().submit(run, w) for w in range(1, W)]
+        run(0)
+        for f in others:
+            f.result()
 
     def _pick(self, lane, n):
         """n characters of a lane whose sampler runs in Python: softmax(y / T), cut to top_k then

@@ -55,6 +55,20 @@ def test_each_text_is_what_generate_gives_alone(cell, layers, dtype):
     assert _together(m, REQUESTS[::-1], threads=2, first_block=1, max_block=64) == together[::-1]
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3, 5])
+def test_rnn_turns_shared_over_worker_threads_give_each_text_alone(workers):
+    m = _model()
+    batch = batching.Batch(m, lanes=len(REQUESTS), first_block=4, max_block=64, workers=workers)
+    assert len(batch.kernels) == workers and len({id(k) for k in batch.kernels}) == workers
+    for i, r in enumerate(REQUESTS):
+        batch.add(batching.prepare(m, batching.as_request(r), i, 4))
+    batch.prime()
+    texts = [""] * len(REQUESTS)
+    for i, piece in batching._pieces(batch):
+        texts[i] += piece
+    assert texts == [_alone(m, r) for r in REQUESTS]
+
+
 def test_pieces_arrive_in_order_with_growing_blocks():
     m = _model()
     got = list(m.generate_many([dict(random_seed=1, length=200), dict(random_seed=2, length=50)], first_block=8))
