@@ -228,10 +228,13 @@ class Training:
             raise OptionError("val_fraction holds out part of file sources; "
                               f"{_where([s for s in sources if not (isinstance(s, str) and _is_file(s))])} "
                               f"is not a file: give the validation text with validate", "val_fraction")
-        fraction = val.DEFAULT_FRACTION if o.val_fraction is None else o.val_fraction
+        texts = ["".join(open_source(s)) for s in sources]
+        fraction = o.val_fraction
+        if fraction is None:   # the default: DEFAULT_FRACTION, but no more than DEFAULT_MAX_CHARS in all
+            fraction = min(val.DEFAULT_FRACTION, val.DEFAULT_MAX_CHARS / max(1, sum(map(len, texts))))
         kept, held = [], []
-        for s in sources:
-            trained, out = val.split_held_out("".join(open_source(s)), fraction)
+        for t in texts:
+            trained, out = val.split_held_out(t, fraction)
             kept.append([trained])
             held.append(out)
         text = "".join(held)
@@ -241,7 +244,7 @@ class Training:
             raise OptionError(f"val_fraction {fraction:g} holds out {len(text)} characters of {_where(sources)}; "
                               f"a validation text needs at least {val.MIN_CHARS}", "val_fraction")
         self.pass_sources, self.held_out = kept, len(text)
-        return text, f"{fraction:g} of {_where(sources)} (blocks spread through it)"
+        return text, f"{fraction:.3g} of {_where(sources)} (blocks spread through it)"
 
     def _stream(self):
         """The sources of the whole run, passes included (endless when passes repeat until a budget)."""

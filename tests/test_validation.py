@@ -77,6 +77,18 @@ def test_patience_stops_and_a_budget_fills_passes(tmp_path, shakespeare):
     assert s.chars_seen == 1500 and s.validation is None and s.passes == 1          # no budget: one pass
 
 
+def test_the_default_holds_out_at_most_20000_characters_in_all(tmp_path, shakespeare):
+    paths = []
+    for i, reps in enumerate((15, 10)):    # 300,000 and 200,000 characters: 5% would be 25,000
+        paths.append(tmp_path / f"t{i}.txt")
+        paths[-1].write_text(shakespeare[:20_000] * reps, encoding="utf-8")
+    s = charstream.train([str(p) for p in paths], model=tmp_path / "m.npz", passes=2, max_chars=1000, hidden_size=8)
+    assert s.held_out == val.DEFAULT_MAX_CHARS == 20_000       # 12,000 of the first, 8,000 of the second
+    s = charstream.train([str(paths[1])], model=tmp_path / "f.npz", passes=2, max_chars=1000, hidden_size=8,
+                         val_fraction=0.05)
+    assert s.held_out == 10_000                                 # a fraction given is taken as given
+
+
 def test_progress_the_log_and_the_history_carry_the_validation_loss(tmp_path, shakespeare):
     text = _text(tmp_path, shakespeare, 2000)
     reports = []

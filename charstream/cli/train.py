@@ -76,8 +76,8 @@ from .show import Printer
                    "keep the parameters that score best: generate, eval, info and serve use them.")
 @click.option("--val-fraction", type=FiniteFloat(min=0, max=0.5, min_open=True), default=None, metavar="F",
               help="Hold out F of the characters of each file source, in blocks of about 2,000 spread evenly "
-                   "through it, as the validation text (never trained on). Default 0.05 when file sources are "
-                   "read more than once.")
+                   "through it, as the validation text (never trained on). Default 0.05, at most 20,000 "
+                   "characters in all, when file sources are read more than once.")
 @click.option("--no-validation", is_flag=True, default=False,
               help="Score no validation text, not even the held-out default.")
 @click.option("--validate-every", type=click.IntRange(min=1), default=None, metavar="CHARS",

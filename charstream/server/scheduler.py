@@ -18,6 +18,11 @@ from ..batching import Batch
 ROUND_SECONDS = 0.01   # the time a round aims at: a request joins the batch within about this
 MAX_BLOCK = 4096       # the most characters a lane draws in one round
 PENDING = 1 << 16      # characters a Stream may hold unread before its lane waits for the reader
+FLUSH_SECONDS = 0.1    # a Stream wakes its reader at least this often while text comes ...
+# ... and whenever its unannounced text reaches `flush_at` characters, which starts at 1 (the first
+# character goes out at once) and doubles up to MAX_BLOCK. Waking the reader for every round's text
+# made the event loop write 32 pieces per 10 ms round at 32 clients: 0.55x one client's chars/s for
+# the rnn of H=100, against 1.29x when each request had its own thread and blocks of up to 4,096.
 
 log = logging.getLogger("charstream.server")
 
@@ -47,12 +52,23 @@ class Stream:
         self.ended = False          # no more text will come
         self.error = None           # why, when a sampler failed (a CharstreamError)
         self.closed = False         # the reader wants no more: the lane leaves at the next round
+        self._quiet = 0             # characters put since the reader was last woken
+        self._flush_at = 1          # ... that wake it (doubling up to MAX_BLOCK)
+        self._woken = 0.0           # when it was last woken (time.monotonic)
+        self._take_at = 1           # the most characters of whole rounds' texts a take joins
 
     def put(self, text):
+        now = time.monotonic()
         with self._lock:
             self._texts.append(text)
             self.pending += len(text)
-        self.inbox.notify()
+            self._quiet += len(text)
+            wake = self._quiet >= self._flush_at or now - self._woken >= FLUSH_SECONDS
+            if wake:
+                self._quiet, self._woken = 0, now
+                self._flush_at = min(2 * self._flush_at, MAX_BLOCK)
+        if wake:
+            self.inbox.notify()
 
     def end(self, error=None):
         with self._lock:
@@ -60,10 +76,16 @@ class Stream:
         self.inbox.notify()
 
     def take(self):
-        """(text, ended, error): the oldest text put and not taken ("" if none; one round's, so that
-        the reader sends what each round drew as it comes); ended once all is taken."""
+        """(text, ended, error): the oldest text put and not taken ("" if none): whole rounds' texts,
+        joined while they come to fewer than `_take_at` characters (1 at first, doubling up to MAX_BLOCK
+        at each take, so a stream's pieces grow as `generate_blocks`' do); ended once all is taken."""
         with self._lock:
-            text = self._texts.popleft() if self._texts else ""
+            parts, size = [], 0
+            while self._texts and (not parts or size + len(self._texts[0]) <= self._take_at):
+                parts.append(self._texts.popleft())
+                size += len(parts[-1])
+            self._take_at = min(2 * self._take_at, MAX_BLOCK)
+            text = "".join(parts)
             full = self.pending > PENDING
             self.pending -= len(text)
             full = full and self.pending <= PENDING
