@@ -34,5 +34,5 @@ def facts(model):
         # the last validation and the best model's (kept: these are its parameters), None without a validation text
         "validation": None if getattr(model, "validation", None) is None else {
             k: model.validation[k] for k in ("loss", "chars", "count", "best_loss", "best_chars", "best_chunks",
-                                             "since_best", "unknown") if k in model.validation},
+                                             "since_best", "unknown", "final_loss", "final_chars") if k in model.validation},
     }

@@ -18,8 +18,9 @@ from . import cells
 from .vocab import DEFAULT_MAX_VOCAB, MAX_CODEPOINT, to_text
 
 FORMAT = "charstream-model"
-FORMAT_VERSION = 4   # 4: a best model kept; 3: float32 models and lanes; 2: meta names the cell and the layers; 1: rnn, one layer
+FORMAT_VERSION = 5   # 5: the model at the end kept; 4: a best model kept; 3: float32 models and lanes; 2: meta names the cell and the layers; 1: rnn, one layer
 CURRENT = "current_"  # with a best model kept: the prefix of the current parameters and hprev (resumed from)
+VALIDATED = "validated_"  # with the model at the end kept (it beat the best validated): the best validated one
 
 
 def write(path, meta, arrays):
@@ -32,7 +33,7 @@ def write(path, meta, arrays):
     path = os.path.realpath(path)   # through a symlink: replace its target, keep the link
     # a file only version 3 can read says so; any other keeps version 2, which older charstreams read
     newer = meta.get("dtype", "float64") != "float64" or meta.get("lanes", 1) > 1
-    version = 4 if meta.get("best_kept") else 3 if newer else 2
+    version = 5 if meta.get("final_kept") else 4 if meta.get("best_kept") else 3 if newer else 2
     meta = dict(meta, format=FORMAT, format_version=version)
     arrays = {"meta": np.array(json.dumps(meta)), **arrays}
     folder = os.path.dirname(path)
@@ -170,6 +171,10 @@ def entries(meta, V):
         for p in cells.params(cell, layers, V, H):
             table[CURRENT + p.name] = (f, p.shape)
         table[CURRENT + "hprev"] = (f, (S,))
+    if meta.get("final_kept"):  # the plain names hold the model at the end, these the best validated one
+        for p in cells.params(cell, layers, V, H):
+            table[VALIDATED + p.name] = (f, p.shape)
+        table[VALIDATED + "hprev"] = (f, (S,))
     return table
 
 
@@ -387,6 +392,10 @@ def _check_validation_meta(bad, meta):
         raise bad("dropout_seed must be an integer in [0, 2**63)")
     if not isinstance(meta.get("best_kept", False), bool):
         raise bad("best_kept must be true or false")
+    if not isinstance(meta.get("final_kept", False), bool):
+        raise bad("final_kept must be true or false")
+    if meta.get("final_kept") and not meta.get("best_kept"):
+        raise bad("the model at the end is kept without a best validated one")
     s = meta.get("input_lr", 1.0)
     if not _is_number(s) or not 0 < s <= 1000:
         raise bad("input_lr must be a number in (0, 1000]")
@@ -405,6 +414,11 @@ def _check_validation_meta(bad, meta):
             raise bad(f"validation's {key} must be a finite number >= 0")
     if not isinstance(v.get("text"), str) or len(v["text"]) > 64:
         raise bad("validation's text must be a digest string")
+    if meta.get("final_kept"):
+        if not _is_number(v.get("final_loss")) or not math.isfinite(v["final_loss"]) or v["final_loss"] < 0:
+            raise bad("validation's final_loss must be a finite number >= 0")
+        if not _is_int(v.get("final_chars")) or v["final_chars"] < 0:
+            raise bad("validation's final_chars must be a non-negative integer")
 
 
 def _checked_arrays(bad, meta, a):

@@ -430,6 +430,8 @@ class Training:
                 raise NoText(f"no text to train on: {_where(self.sources)} gave no characters; "
                              f"the model was not changed")
         else:
+            if validator is not None:   # the model at the end may beat the best validated one
+                validator.finish(model)
             meter.report(time.monotonic())
             report = meter.last_report
             if checkpoint is not None:

@@ -125,6 +125,8 @@ class Validator:
         loss, predicted, unknown = score(model, self.text, self.threads)
         v = dict(model.validation or {"count": 0, "since_best": 0, "best_loss": math.inf, "best_chars": 0,
                                        "best_chunks": 0, "best_seconds": 0.0})
+        v.pop("final_loss", None), v.pop("final_chars", None)
+        model.final = False
         if predicted == 0:
             return None
         v.update(loss=loss, chars=st.chars_trained, count=v["count"] + 1, text=self.digest, unknown=unknown,
@@ -138,6 +140,24 @@ class Validator:
         model.validation = v
         model.history.validated(st.chars_trained, loss)
         return v
+
+    def finish(self, model):
+        """At the end of a run, score the model as it ends when it has trained since the last
+        validation; if it beats the best validated one, readers get it (`model.final`, the loss in
+        `validation["final_loss"]`), while the best validated one stays kept for a run that resumes, so
+        that a run split in two still equals the run in one. Returns that loss, or None. Not a
+        validation: it counts neither for patience nor in `count`."""
+        v, st = model.validation, model.state
+        model.final = False
+        if v is None or model.best is None or v["chars"] == st.chars_trained:
+            return None
+        loss, predicted, _ = score(model, self.text, self.threads)
+        if predicted == 0:
+            return None
+        if loss < v["best_loss"]:
+            model.final = True
+            model.validation = dict(v, final_loss=loss, final_chars=st.chars_trained)
+        return loss
 
     def exhausted(self, model):
         """Patience ran out: `patience` validations in a row without a new best."""

@@ -74,7 +74,7 @@ EXPECTED = {
     "empty.npz": ": not a charstream model (not an .npz archive): the file is empty",
     "foreign.npz": ": not a charstream model (no 'meta' entry)",
     "pickled.npz": ": holds pickled objects, which charstream never loads",
-    "newer.npz": ": written by a newer charstream (format 99; this one reads up to 4): upgrade charstream to read it",
+    "newer.npz": f": written by a newer charstream (format 99; this one reads up to {charstream.store.FORMAT_VERSION}): upgrade charstream to read it",
 }
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import charstream
+from charstream import store
 from charstream import validation as val
 from helpers import assert_same_file, invoke
 
@@ -30,6 +31,8 @@ def test_a_run_split_in_two_equals_one_run_best_model_included(tmp_path, shakesp
     second = charstream.train([str(text)], model=tmp_path / "two.npz", passes=9, val_fraction=0.2,
                               validate_every=700, dropout=0.3)
     assert first.validations + second.validations == one.validations
+    if not extra:   # the first part's end beat its best validated: the second goes on from the validated one
+        assert "final_loss" in first.validation and "final_loss" not in one.validation
     assert_same_file(tmp_path / "one.npz", tmp_path / "two.npz")
     v = one.validation
     assert v["best_chars"] < v["chars"] and v["since_best"] > 0, "the best is not the last: both are kept"
@@ -60,7 +63,58 @@ def test_the_held_out_part_is_never_trained_and_readers_use_the_best(tmp_path, s
     assert f"{best.evaluate(held, fresh_state=True):.4f}" in r.output
     info = json.loads(invoke("info", "--model", tmp_path / "m.npz", "--json").output)
     assert info["validation"]["best_loss"] == s.validation["best_loss"] and info["validation"]["count"] == s.validations
-    assert "this is the best model" in invoke("info", "--model", tmp_path / "m.npz").output
+    shown = invoke("info", "--model", tmp_path / "m.npz").output
+    if "final_loss" in s.validation:   # the model at the end beat the best validated one (the next test)
+        assert "this is the model at the end" in shown
+    else:
+        assert "this is the best model" in shown
+
+
+def test_the_model_at_the_end_is_kept_when_it_beats_the_best_validated(tmp_path, shakespeare):
+    text = _text(tmp_path, shakespeare, 2000)
+    s = charstream.train([str(text)], model=tmp_path / "m.npz", passes=4, val_fraction=0.25, validate_every=1100,
+                         hidden_size=16, random_seed=1, dropout=0, learning_rate=0.05)
+    v = s.validation
+    assert v["chars"] == 5500 and s.model.state.chars_trained == 5975     # 475 characters after the last validation
+    assert v["final_chars"] == 5975 and v["final_loss"] < v["best_loss"]
+    held = val.split_held_out(shakespeare[:2000], 0.25)[1]
+    reader, resumed = charstream.load(tmp_path / "m.npz"), charstream.load(tmp_path / "m.npz", resume=True)
+    assert all(np.array_equal(reader.params[k], resumed.params[k]) for k in reader.params)   # readers: the end
+    assert val.score(reader, held)[0] == v["final_loss"]
+    assert val.score(charstream.Model.from_arrays(*_best_as_plain(tmp_path / "m.npz")), held)[0] == v["best_loss"]
+    assert "final_loss" not in resumed.validation and resumed.validation["best_loss"] == v["best_loss"]
+    assert reader.file_format_version == 5
+    out = invoke("train", text, "--model", tmp_path / "m.npz", "--passes", 1, "--val-fraction", 0.25,
+                 "--validate-every", 1100).output
+    assert "validation" in out
+
+
+def test_a_kept_end_model_without_its_validated_one_is_refused(tmp_path, shakespeare):
+    text = _text(tmp_path, shakespeare, 2000)
+    charstream.train([str(text)], model=tmp_path / "m.npz", passes=4, val_fraction=0.25, validate_every=1100,
+                     hidden_size=16, random_seed=1, dropout=0, learning_rate=0.05)
+    meta, arrays = store.read(tmp_path / "m.npz")
+    assert meta["final_kept"]
+    for name, (m, a) in {
+        "no validated Why": (meta, {k: x for k, x in arrays.items() if k != store.VALIDATED + "Why"}),
+        "no best": (dict(meta, best_kept=False), arrays),
+        "no final loss": (dict(meta, validation={k: x for k, x in meta["validation"].items() if k != "final_loss"}),
+                          arrays),
+    }.items():
+        bad = tmp_path / f"{name}.npz"
+        store.write(bad, {k: x for k, x in m.items() if k not in ("format", "format_version")}, arrays=a)
+        r = invoke("generate", "--model", bad, "--length", 5)
+        assert r.exit_code != 0 and "corrupt model file" in r.output and "Traceback" not in r.output, (name, r.output)
+
+
+def _best_as_plain(path):
+    """(meta, arrays) of a file whose best validated model stands under the plain names."""
+    meta, arrays = store.read(path)
+    arrays = dict(arrays)
+    for k in list(arrays):
+        if k.startswith(store.VALIDATED):
+            arrays[k[len(store.VALIDATED):]] = arrays.pop(k)
+    return dict(meta, final_kept=False), arrays
 
 
 def test_patience_stops_and_a_budget_fills_passes(tmp_path, shakespeare):

@@ -89,8 +89,13 @@ def info(model_path, as_json):
     click.echo(f"recent loss    {recent}")
     v = d["validation"]
     if v is not None:
-        click.echo(f"validation     {v['loss']:.4f} nats/char last ({v['count']:,} validations); this is the best "
-                   f"model: {v['best_loss']:.4f} nats/char at {v['best_chars']:,} characters trained")
+        if "final_loss" in v:
+            click.echo(f"validation     {v['loss']:.4f} nats/char last ({v['count']:,} validations); this is the "
+                       f"model at the end: {v['final_loss']:.4f} nats/char at {v['final_chars']:,} characters "
+                       f"trained, below the best validated {v['best_loss']:.4f}")
+        else:
+            click.echo(f"validation     {v['loss']:.4f} nats/char last ({v['count']:,} validations); this is the best "
+                       f"model: {v['best_loss']:.4f} nats/char at {v['best_chars']:,} characters trained")
     if d["dropout"]:
         click.echo(f"dropout        {d['dropout']:g} while training")
     for line in _curve(d["history"]):

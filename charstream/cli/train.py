@@ -174,6 +174,9 @@ def train(sources, model_path, listen, sample_every, no_validation, **options):
         say(f"validation {v['loss']:.4f} nats/char ({v['count']:,} in all{unknown}); best model kept: "
             f"{v['best_loss']:.4f} nats/char at {v['best_chars']:,} characters trained, "
             f"{v['since_best']:,} validation{'' if v['since_best'] == 1 else 's'} ago")
+        if "final_loss" in v:
+            say(f"the model at the end scores {v['final_loss']:.4f} on the validation text, below the best "
+                f"validated: readers use it (a resumed run goes on from the best validated, as one run would)")
     model = summary.model
     say(f"saved model to {path} ({_shape(model)}V={model.vocab_size}, H={model.hidden_size}, "
         f"{summary.chunks:,} chunks trained now, {model.state.chunks:,} in all)")
