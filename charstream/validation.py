@@ -20,8 +20,8 @@ import numpy as np
 from .errors import CharstreamWarning
 
 DEFAULT_FRACTION = 0.05   # held out of file sources read more than once (docs/quality.md) ...
-DEFAULT_MAX_CHARS = 20_000  # ... but no more characters than this in all: on tiny-shakespeare (1M) 5% cost
-                            # 0.006-0.015 nats/char against no validation over 3 seeds (docs/quality.md)
+DEFAULT_MAX_CHARS = 20_000  # ... but no more characters than this in all (what a large corpus holds out
+                            # beyond it is text the model could learn from; docs/quality.md)
 BLOCK = 2000              # the held-out part is blocks of about this many characters, spread through the text
 MAX_FRACTION = 0.5        # --val-fraction is in (0, MAX_FRACTION]
 MIN_CHARS = 100           # a validation text has at least this many characters
@@ -125,7 +125,8 @@ class Validator:
         loss, predicted, unknown = score(model, self.text, self.threads)
         v = dict(model.validation or {"count": 0, "since_best": 0, "best_loss": math.inf, "best_chars": 0,
                                        "best_chunks": 0, "best_seconds": 0.0})
-        v.pop("final_loss", None), v.pop("final_chars", None)
+        for key in ("final_loss", "final_chars"):   # a run goes on: its end is scored again when it ends
+            v.pop(key, None)
         model.final = False
         if predicted == 0:
             return None
