@@ -8,6 +8,7 @@ import numpy as np
 
 from . import batching, cells, store
 from .history import History
+from .validation import without_final
 from .scoring import score, score_adaptive
 from ._kernel import CellKernel, Kernel, LaneKernel
 from .errors import CharstreamWarning, ModelFileError
@@ -38,7 +39,6 @@ class TrainState:
 
 
 DTYPES = ("float64", "float32")
-FINAL_KEYS = ("final_loss", "final_chars")   # in `validation`: what the model at the end scored, when it is kept
 
 
 def check_dtype(dtype):
@@ -100,7 +100,6 @@ class Model:
         self.history = History()   # the training curve (charstream.history), saved with the model
         self.validation = None     # what validation measured (charstream.validation), saved with the model
         self.best = None           # {"params", "hprev"}: the parameters of the lowest validation loss, while training
-        self.final = False         # the run's end scored below the best validated: readers get the current model
         self.dropout = 0.0         # the training kernel's dropout rate (charstream.validation), saved with the model
         # Adam's step for the one-hot input's weights (Wxh of layer 0) is input_lr times the learning rate:
         # one column moves per character, where an embedding's every weight would (cells.INPUT_LR)
@@ -360,7 +359,7 @@ class Model:
             arrays.update({store.CURRENT + k: v for k, v in self.params.items()}, **{store.CURRENT + "hprev": st.hprev})
             arrays.update(self.best["params"], hprev=self.best["hprev"])
             meta["best_kept"] = True
-            if self.final:   # the model at the end scored lower: readers get it; a resumed run the best validated
+            if "final_loss" in self.validation:   # the end scored lower: readers get it; a resumed run the best validated
                 arrays.update({store.VALIDATED + k: v for k, v in self.best["params"].items()},
                               **{store.VALIDATED + "hprev": self.best["hprev"]})
                 arrays.update(self.params, hprev=st.hprev)
@@ -383,18 +382,16 @@ class Model:
         model.file_format_version = meta.get("format_version")
         names = cells.names(model.cell, model.layers)
         model.params = {k: arrays[k] for k in names}
-        hprev, model.best, model.final = arrays["hprev"], None, False
+        hprev, model.best = arrays["hprev"], None
         model.validation = meta.get("validation")
         if meta.get("best_kept") and resume:
             model.best = {"params": model.params, "hprev": hprev}
             if meta.get("final_kept"):   # the run goes on from its best validated model, as one run would
                 model.best = {"params": {k: arrays[store.VALIDATED + k] for k in names},
                               "hprev": arrays[store.VALIDATED + "hprev"]}
-                model.validation = {k: x for k, x in model.validation.items() if k not in FINAL_KEYS}
+                model.validation = without_final(model.validation)
             model.params = {k: arrays[store.CURRENT + k] for k in names}
             hprev = arrays[store.CURRENT + "hprev"]
-        elif meta.get("final_kept"):
-            model.final = True
         model.dropout = meta.get("dropout", 0.0)
         model.input_lr = float(meta.get("input_lr", 1.0))   # files from before it: 1, as they trained
         model.random_seed_key = meta.get("dropout_seed", 0)

@@ -95,6 +95,14 @@ def score(model, text, threads=1):
     return nats / (K * (L - 1)), K * (L - 1), unknown
 
 
+FINAL_KEYS = ("final_loss", "final_chars")   # in `validation`: what the model at the end scored, when it is kept
+
+
+def without_final(v):
+    """A copy of the validation figures `v` without what the end of a run scored."""
+    return {k: x for k, x in v.items() if k not in FINAL_KEYS}
+
+
 class Validator:
     """Scores `text` every `every` characters trained, keeps the best model, counts patience."""
 
@@ -125,9 +133,7 @@ class Validator:
         loss, predicted, unknown = score(model, self.text, self.threads)
         v = dict(model.validation or {"count": 0, "since_best": 0, "best_loss": math.inf, "best_chars": 0,
                                        "best_chunks": 0, "best_seconds": 0.0})
-        for key in ("final_loss", "final_chars"):   # a run goes on: its end is scored again when it ends
-            v.pop(key, None)
-        model.final = False
+        v = without_final(v)   # a run goes on: its end is scored again when it ends
         if predicted == 0:
             return None
         v.update(loss=loss, chars=st.chars_trained, count=v["count"] + 1, text=self.digest, unknown=unknown,
@@ -144,19 +150,18 @@ class Validator:
 
     def finish(self, model):
         """At the end of a run, score the model as it ends when it has trained since the last
-        validation; if it beats the best validated one, readers get it (`model.final`, the loss in
-        `validation["final_loss"]`), while the best validated one stays kept for a run that resumes, so
-        that a run split in two still equals the run in one. Returns that loss, or None. Not a
-        validation: it counts neither for patience nor in `count`."""
-        v, st = model.validation, model.state
-        model.final = False
+        validation; if it beats the best validated one, readers get it (its figures in `validation`:
+        FINAL_KEYS), while the best validated one stays kept for a run that resumes, so that a run split
+        in two still equals the run in one. Returns that loss, or None. Not a validation: it counts
+        neither for patience nor in `count`."""
+        st = model.state
+        v = model.validation = None if model.validation is None else without_final(model.validation)
         if v is None or model.best is None or v["chars"] == st.chars_trained:
             return None
         loss, predicted, _ = score(model, self.text, self.threads)
         if predicted == 0:
             return None
         if loss < v["best_loss"]:
-            model.final = True
             model.validation = dict(v, final_loss=loss, final_chars=st.chars_trained)
         return loss
 
