@@ -13,20 +13,15 @@ round. Rounds alternate the rows, so a noisy machine moves them alike; the media
 import argparse
 import os
 import statistics
-import subprocess
+import sys
 import time
 
 import numpy as np
 
 import charstream
 
-
-def cpu_name():
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        return next((l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), "?")
-    except (OSError, subprocess.SubprocessError):
-        return "?"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_bench import cpu_name  # noqa: E402
 
 
 def zipf_stream(V, n, seed=0):
@@ -45,7 +40,7 @@ def rate(m, xs, seconds, lanes=1, threads=1, sparse=None, T=25):
     if sparse is not None:
         k.sparse = sparse
     S = m.state.hprev.shape[0]
-    lr = m.state.learning_rate if hasattr(m.state, "learning_rate") else 0.1
+    lr = m.state.learning_rate
     if lanes == 1:
         h = np.zeros(S, dtype=m.params["Why"].dtype)
         x2 = xs
