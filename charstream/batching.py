@@ -110,15 +110,18 @@ def prepare(model, request, index=0, first_block=32):
 
 class Batch:
     """Lanes of one model generated together on one kernel (`Model.generation_kernel`), `lanes` at most
-    in a round; blocks start at `first_block` characters per lane and double up to `max_block`.
+    in a round; blocks start at `first_block` characters per lane and grow `grow` times (doubling by
+    default) up to `max_block`.
 
     On `Kernel` (float64 one-layer rnn), where lanes take turns, a round's turns are shared out over
     `workers` threads (default: the cores this process may use, at most `lanes`), each with its own
     Kernel: the kernel runs without the GIL, and a lane's text does not depend on which one drew it."""
 
-    def __init__(self, model, lanes=1, threads=1, first_block=32, max_block=4096, workers=None):
+    def __init__(self, model, lanes=1, threads=1, first_block=32, max_block=4096, workers=None, grow=2):
         if first_block < 1 or max_block < first_block:
             raise ValueError(f"need 1 <= first_block <= max_block, got {first_block}, {max_block}")
+        if grow < 1:
+            raise ValueError(f"need grow >= 1, got {grow}")
         self.model, self.vocab = model, model.vocabulary
         self.kernel = model.generation_kernel(lanes, threads)
         self.kernels = [self.kernel]     # on Kernel: one per worker thread
@@ -126,7 +129,7 @@ class Batch:
             n = max(1, min(lanes, cores() if workers is None else workers))
             self.kernels += [model.generation_kernel(1, 1) for _ in range(n - 1)]
         self.capacity = lanes
-        self.first_block, self.max_block = first_block, max_block
+        self.first_block, self.max_block, self.grow = first_block, max_block, grow
         self.lanes = []              # in the order they joined
         self._turn = 0               # where the next round starts when more lanes are ready than fit
 
@@ -167,7 +170,7 @@ class Batch:
         for lane, text in out:
             if lane.left is not None:
                 lane.left -= len(text)
-            lane.block = min(2 * lane.block, self.max_block)
+            lane.block = min(self.grow * lane.block, self.max_block)
         self.lanes = [lane for lane in self.lanes if not lane.done]
         return out
 

@@ -46,6 +46,12 @@ class ModelRegistry:
         self.created = int(sig[3] // 10**9) if sig else 0
         self.reloads = 0
 
+    def unchanged(self):
+        """The model in service if its file has not changed since (a stat, cheap enough for the event
+        loop), else None: then `current()`, which may load, belongs on a worker thread."""
+        sig = _signature(self.path)
+        return self.model if sig == self._good or sig == self._bad else None
+
     def current(self):
         """The model to use now (a stat per call; a load only when the file changed)."""
         sig = _signature(self.path)
