@@ -1,7 +1,8 @@
 /* cs_gemm_acc over one floating type: a template, included by ext/kernels.h once per type with
  * CS_REAL (double, float) and CS_NAME (the function names: cs_gemm_acc for double, cs_gemm_acc_f for
  * float). No include guard, on purpose. The operations are the same for both types: the main block
- * is 4 rows x 4 vectors of C, a vector being 8 * CS_W bytes (CS_W doubles, 2 CS_W floats). */
+ * is CS_GEMM_MR rows x CS_GEMM_NV vectors of C (kernels.h), a vector being 8 * CS_W bytes (CS_W doubles, 2 CS_W
+ * floats). */
 
 #ifdef CS_VECTOR
 typedef CS_REAL CS_NAME(cs_gw) __attribute__((vector_size(8 * CS_W)));          /* the main block's vector */
@@ -28,90 +29,112 @@ static inline void CS_NAME(cs_gemm_tail)(CS_REAL *c, const CS_REAL *a, ptrdiff_t
     }
 }
 
-/* cs_gemm_acc, where the main blocks may read B from Bp instead: B's first N - N % (4 W) columns packed
- * in panels of 4 W columns, Bp[(q * K + k) * 4 W + c] = B[k, 4 W q + c] (a panel's K rows in one
- * stretch, where B's rows a power of two apart fall into one L1 set). The same sums either way. */
+#ifdef CS_VECTOR
+/* C[:rows, j:j + nv W] (+)= A[:rows, :K] @ B[:K, j:j + nv W]: rows x nv vectors of C in registers,
+ * per k nv loads of B and `rows` broadcasts of A. b is the block's first column of B (bs its row
+ * stride, ps = CS_GEMM_NV W) or of its first panel (bs the panel's width, ps a panel's size): vector
+ * v is at b + (v / CS_GEMM_NV) ps + (v % CS_GEMM_NV) W. `rows` and `nv` are constants wherever it is
+ * called (always inlined). */
+static inline __attribute__((always_inline)) void CS_NAME(cs_gblock)(
+    CS_REAL *C, ptrdiff_t ldc, const CS_REAL *a, ptrdiff_t ars, ptrdiff_t acs, const CS_REAL *b, ptrdiff_t bs,
+    ptrdiff_t ps, ptrdiff_t K, const int rows, const int nv, int add)
+{
+    typedef CS_NAME(cs_gw) vw;
+    const ptrdiff_t W = 8 * CS_W / sizeof(CS_REAL);
+    vw c[CS_GEMM_MR][2 * CS_GEMM_NV];
+#pragma GCC unroll 8
+    for (int r = 0; r < rows; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++)
+            c[r][v] = (vw){0};
+    for (ptrdiff_t k = 0; k < K; k++, b += bs) {
+        vw bv[2 * CS_GEMM_NV];
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++)
+            bv[v] = CS_NAME(cs_gloadw)(b + (v / CS_GEMM_NV) * ps + (v % CS_GEMM_NV) * W);
+#pragma GCC unroll 8
+        for (int r = 0; r < rows; r++) {
+            CS_REAL ar = a[r * ars + k * acs];
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++)
+                c[r][v] += ar * bv[v];
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < rows; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++)
+            CS_NAME(cs_gputw)(C + r * ldc + v * W, c[r][v], add);
+}
+
+/* C[:rows, j0:N] (+)= A[:rows, :K] @ B[:K, j0:N] for the columns after the blocks: 4 at a time, then one. */
+static inline __attribute__((always_inline)) void CS_NAME(cs_gcols)(
+    CS_REAL *C, ptrdiff_t ldc, const CS_REAL *a, ptrdiff_t ars, ptrdiff_t acs, const CS_REAL *B, ptrdiff_t ldb,
+    ptrdiff_t K, ptrdiff_t j0, ptrdiff_t N, const int rows, int add)
+{
+    typedef CS_NAME(cs_g4) v4;
+    ptrdiff_t N4 = j0 + (N - j0) / 4 * 4;
+    for (ptrdiff_t j = j0; j < N4; j += 4) {
+        v4 c[CS_GEMM_MR];
+#pragma GCC unroll 8
+        for (int r = 0; r < rows; r++)
+            c[r] = (v4){0};
+        for (ptrdiff_t k = 0; k < K; k++) {
+            v4 b0 = CS_NAME(cs_gload4)(B + k * ldb + j);
+#pragma GCC unroll 8
+            for (int r = 0; r < rows; r++)
+                c[r] += a[r * ars + k * acs] * b0;
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < rows; r++)
+            CS_NAME(cs_gput4)(C + r * ldc + j, c[r], add);
+    }
+    for (int r = 0; r < rows; r++)
+        CS_NAME(cs_gemm_tail)(C + r * ldc, a + r * ars, acs, B, ldb, K, N4, N, add);
+}
+
+/* Rows i0:i0 + rows of C: their blocks of CS_GEMM_NV vectors (from Bp's panels, if given), then the rest. */
+static inline __attribute__((always_inline)) void CS_NAME(cs_grows)(
+    CS_REAL *C, ptrdiff_t ldc, const CS_REAL *a, ptrdiff_t ars, ptrdiff_t acs, const CS_REAL *B, ptrdiff_t ldb,
+    const CS_REAL *Bp, ptrdiff_t K, ptrdiff_t N, const int rows, int add)
+{
+    const ptrdiff_t P = CS_GEMM_NV * (8 * CS_W / (ptrdiff_t)sizeof(CS_REAL));   /* a panel's columns */
+    ptrdiff_t Nb = N - N % P, j = 0, bs = Bp ? P : ldb, ps = Bp ? K * P : P;
+#define CS_GB(nv) CS_NAME(cs_gblock)(C + j, ldc, a, ars, acs, Bp ? Bp + (j / P) * K * P : B + j, bs, ps, K, rows, nv, add)
+    if (2 * rows < CS_GEMM_MR)   /* few rows: two panels at a time, for enough independent sums */
+        for (; j + 2 * P <= Nb; j += 2 * P)
+            CS_GB(2 * CS_GEMM_NV);
+    for (; j < Nb; j += P)
+        CS_GB(CS_GEMM_NV);
+#undef CS_GB
+    CS_NAME(cs_gcols)(C, ldc, a, ars, acs, B, ldb, K, Nb, N, rows, add);
+}
+#endif
+
+/* cs_gemm_acc, where the main blocks may read B from Bp instead: B's first N - N % P columns packed in
+ * panels of P = CS_GEMM_NV vectors, Bp[(q * K + k) * P + c] = B[k, P q + c] (a panel's K rows in one
+ * stretch, where B's rows a power of two apart fall into one L1 set). The same sums either way.
+ * The main block is CS_GEMM_MR rows x CS_GEMM_NV vectors of C (kernels.h: 4 x 4 zmm with AVX-512's 32
+ * registers, 6 x 2 ymm with AVX2's 16, where 4 x 4 spilled: 55 against 93 GFLOP/s of float32 on one
+ * Zen 3 core); the last M % CS_GEMM_MR rows are one block of fewer rows. Every element of C is summed over
+ * k in order, one multiply-add at a time, by whichever block computes it: the same bits for any M. */
 static inline void CS_NAME(cs_gemm_pk)(CS_REAL *C, ptrdiff_t ldc, const CS_REAL *A, ptrdiff_t ars, ptrdiff_t acs,
                                        const CS_REAL *B, ptrdiff_t ldb, const CS_REAL *Bp, ptrdiff_t M, ptrdiff_t K,
                                        ptrdiff_t N, int add)
 {
     ptrdiff_t i = 0;
 #ifdef CS_VECTOR
-    typedef CS_NAME(cs_gw) vw;
-    typedef CS_NAME(cs_g4) v4;
-    const ptrdiff_t W = 8 * CS_W / sizeof(CS_REAL);
-    ptrdiff_t N16 = N - N % (4 * W), N4 = N - N % 4;
-    const ptrdiff_t bs = Bp ? 4 * W : ldb;     /* the main blocks' row stride in B or Bp */
-    /* 4 rows x 4 vectors of C in 16 vector registers: per k, 4 loads of B and 4 broadcasts of A
-     * feed 16 vector FMAs. */
-    for (; i + 4 <= M; i += 4) {
-        const CS_REAL *a = A + i * ars;
-        for (ptrdiff_t j = 0; j < N16; j += 4 * W) {
-            const CS_REAL *bj = Bp ? Bp + (j / (4 * W)) * K * 4 * W : B + j;
-            vw c00 = {0}, c01 = {0}, c02 = {0}, c03 = {0};
-            vw c10 = {0}, c11 = {0}, c12 = {0}, c13 = {0};
-            vw c20 = {0}, c21 = {0}, c22 = {0}, c23 = {0};
-            vw c30 = {0}, c31 = {0}, c32 = {0}, c33 = {0};
-            for (ptrdiff_t k = 0; k < K; k++) {
-                const CS_REAL *b = bj + k * bs;
-                vw b0 = CS_NAME(cs_gloadw)(b), b1 = CS_NAME(cs_gloadw)(b + W), b2 = CS_NAME(cs_gloadw)(b + 2 * W),
-                   b3 = CS_NAME(cs_gloadw)(b + 3 * W);
-                CS_REAL a0 = a[k * acs], a1 = a[ars + k * acs], a2 = a[2 * ars + k * acs],
-                        a3 = a[3 * ars + k * acs];
-                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
-                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
-                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
-                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
-            }
-            CS_REAL *c = C + i * ldc + j;
-            CS_NAME(cs_gputw)(c, c00, add); CS_NAME(cs_gputw)(c + W, c01, add);
-            CS_NAME(cs_gputw)(c + 2 * W, c02, add); CS_NAME(cs_gputw)(c + 3 * W, c03, add);
-            c += ldc;
-            CS_NAME(cs_gputw)(c, c10, add); CS_NAME(cs_gputw)(c + W, c11, add);
-            CS_NAME(cs_gputw)(c + 2 * W, c12, add); CS_NAME(cs_gputw)(c + 3 * W, c13, add);
-            c += ldc;
-            CS_NAME(cs_gputw)(c, c20, add); CS_NAME(cs_gputw)(c + W, c21, add);
-            CS_NAME(cs_gputw)(c + 2 * W, c22, add); CS_NAME(cs_gputw)(c + 3 * W, c23, add);
-            c += ldc;
-            CS_NAME(cs_gputw)(c, c30, add); CS_NAME(cs_gputw)(c + W, c31, add);
-            CS_NAME(cs_gputw)(c + 2 * W, c32, add); CS_NAME(cs_gputw)(c + 3 * W, c33, add);
-        }
-        for (ptrdiff_t j = N16; j < N4; j += 4) {
-            v4 c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-            for (ptrdiff_t k = 0; k < K; k++) {
-                v4 b0 = CS_NAME(cs_gload4)(B + k * ldb + j);
-                c0 += a[k * acs] * b0; c1 += a[ars + k * acs] * b0;
-                c2 += a[2 * ars + k * acs] * b0; c3 += a[3 * ars + k * acs] * b0;
-            }
-            CS_REAL *c = C + i * ldc + j;
-            CS_NAME(cs_gput4)(c, c0, add); CS_NAME(cs_gput4)(c + ldc, c1, add);
-            CS_NAME(cs_gput4)(c + 2 * ldc, c2, add); CS_NAME(cs_gput4)(c + 3 * ldc, c3, add);
-        }
-        for (ptrdiff_t q = 0; q < 4; q++)
-            CS_NAME(cs_gemm_tail)(C + (i + q) * ldc, a + q * ars, acs, B, ldb, K, N4, N, add);
-    }
-    for (; i < M; i++) {
-        const CS_REAL *a = A + i * ars;
-        for (ptrdiff_t j = 0; j < N16; j += 4 * W) {
-            const CS_REAL *bj = Bp ? Bp + (j / (4 * W)) * K * 4 * W : B + j;
-            vw c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};
-            for (ptrdiff_t k = 0; k < K; k++) {
-                const CS_REAL *b = bj + k * bs;
-                CS_REAL a0 = a[k * acs];
-                c0 += a0 * CS_NAME(cs_gloadw)(b); c1 += a0 * CS_NAME(cs_gloadw)(b + W);
-                c2 += a0 * CS_NAME(cs_gloadw)(b + 2 * W); c3 += a0 * CS_NAME(cs_gloadw)(b + 3 * W);
-            }
-            CS_REAL *c = C + i * ldc + j;
-            CS_NAME(cs_gputw)(c, c0, add); CS_NAME(cs_gputw)(c + W, c1, add);
-            CS_NAME(cs_gputw)(c + 2 * W, c2, add); CS_NAME(cs_gputw)(c + 3 * W, c3, add);
-        }
-        for (ptrdiff_t j = N16; j < N4; j += 4) {
-            v4 c0 = {0};
-            for (ptrdiff_t k = 0; k < K; k++)
-                c0 += a[k * acs] * CS_NAME(cs_gload4)(B + k * ldb + j);
-            CS_NAME(cs_gput4)(C + i * ldc + j, c0, add);
-        }
-        CS_NAME(cs_gemm_tail)(C + i * ldc, a, acs, B, ldb, K, N4, N, add);
+    for (; i + CS_GEMM_MR <= M; i += CS_GEMM_MR)
+        CS_NAME(cs_grows)(C + i * ldc, ldc, A + i * ars, ars, acs, B, ldb, Bp, K, N, CS_GEMM_MR, add);
+    switch (M - i) {   /* each case a block of that many rows, in registers */
+    case 0: break;
+    case 1: CS_NAME(cs_grows)(C + i * ldc, ldc, A + i * ars, ars, acs, B, ldb, Bp, K, N, 1, add); break;
+    case 2: CS_NAME(cs_grows)(C + i * ldc, ldc, A + i * ars, ars, acs, B, ldb, Bp, K, N, 2, add); break;
+    case 3: CS_NAME(cs_grows)(C + i * ldc, ldc, A + i * ars, ars, acs, B, ldb, Bp, K, N, 3, add); break;
+#if CS_GEMM_MR > 4
+    case 4: CS_NAME(cs_grows)(C + i * ldc, ldc, A + i * ars, ars, acs, B, ldb, Bp, K, N, 4, add); break;
+    case 5: CS_NAME(cs_grows)(C + i * ldc, ldc, A + i * ars, ars, acs, B, ldb, Bp, K, N, 5, add); break;
+#endif
     }
 #else
     /* without AVX (the baseline path), rows of B added into a row of C: gcc vectorises it with SSE2 */

@@ -5,7 +5,8 @@
  * is A[i * ars + k * acs] (so A may be a transpose) and the rows of B and C start every ldb and ldc
  * doubles. It is C because gcc does not keep a Cython register block in registers (measured: the
  * accumulators of the Cython version spill to the stack at every k); GCC/clang vector extensions keep
- * 4 rows x 4 vectors of C (8 doubles each with AVX-512, 4 otherwise) in 16 registers. Which code path
+ * a block of C in registers: 4 rows x 4 vectors of 8 doubles with AVX-512, 6 rows x 2 vectors of 4
+ * with AVX2 (CS_GEMM_MR, CS_GEMM_NV). Which code path
  * computes C[i, j] depends on i, j, M and N only, and each path sums over k in a fixed order: results
  * never depend on alignment.
  *
@@ -35,8 +36,12 @@ static inline void cs_put(double *p, cs_v4 v, int add) { if (add) v += cs_load(p
 #define CS_PANELS 1   /* the recurrences, sampling and scoring through panels pay off only with vector registers */
 #ifdef __AVX512F__
 #define CS_W 8
+#define CS_GEMM_MR 4   /* cs_gemm_acc's main block: rows of C ... */
+#define CS_GEMM_NV 4   /* ... by vectors: 16 accumulators, 4 loads and 4 broadcasts in 32 zmm registers */
 #else
 #define CS_W 4
+#define CS_GEMM_MR 6   /* 12 accumulators, 2 loads and a broadcast in 16 ymm registers (4 x 4 spilled) */
+#define CS_GEMM_NV 2
 #endif
 /* CS_W doubles, the main block's vectors: a zmm register where there is AVX-512. */
 typedef double cs_vw __attribute__((vector_size(8 * CS_W)));

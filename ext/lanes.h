@@ -78,7 +78,7 @@ static inline uint64_t cs_drop_key(uint64_t seed, uint64_t step)
     return cs_splitmix64(seed ^ cs_splitmix64(step));
 }
 
-#define CS_LANE_MB 16   /* cs_pgemm's tile: rows (a multiple of 4) ... */
+#define CS_LANE_MB 24   /* cs_pgemm's tile: rows (a multiple of every path's block rows, 4 and 6) ... */
 #define CS_LANE_NB 64   /* ... and columns (a multiple of every path's 4 vectors: 64 floats with AVX-512) */
 
 static inline int cs_openmp(void)

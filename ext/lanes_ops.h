@@ -12,7 +12,7 @@
 #define F(p) ((CS_REAL *)(p))
 
 #ifdef CS_VECTOR
-#define CS_PW ((ptrdiff_t)(4 * 8 * CS_W / sizeof(CS_REAL)))   /* cs_gemm_pk's panel width */
+#define CS_PW ((ptrdiff_t)(CS_GEMM_NV * 8 * CS_W / sizeof(CS_REAL)))   /* cs_gemm_pk's panel width */
 #else
 #define CS_PW ((ptrdiff_t)1 << 40)                            /* no panels without vector registers */
 #endif
