@@ -22,13 +22,15 @@ def _text(tmp_path, shakespeare, n=3000):
     return path
 
 
-@pytest.mark.parametrize("extra", [{}, dict(lanes=2, dtype="float32")])
-def test_a_run_split_in_two_equals_one_run_best_model_included(tmp_path, shakespeare, extra):
+# Two lanes learn more slowly per pass, and float32's rounding differs between kernel paths: 20 passes
+# overfit on every path (avx512, avx2, baseline), so that the best validated model is not the last.
+@pytest.mark.parametrize("extra, passes", [({}, (6, 9)), (dict(lanes=2, dtype="float32"), (8, 12))])
+def test_a_run_split_in_two_equals_one_run_best_model_included(tmp_path, shakespeare, extra, passes):
     text = _text(tmp_path, shakespeare)
-    one = charstream.train([str(text)], model=tmp_path / "one.npz", passes=15, **OPTS, **extra)
+    one = charstream.train([str(text)], model=tmp_path / "one.npz", passes=sum(passes), **OPTS, **extra)
     assert one.validations >= 10
-    first = charstream.train([str(text)], model=tmp_path / "two.npz", passes=6, **OPTS, **extra)
-    second = charstream.train([str(text)], model=tmp_path / "two.npz", passes=9, val_fraction=0.2,
+    first = charstream.train([str(text)], model=tmp_path / "two.npz", passes=passes[0], **OPTS, **extra)
+    second = charstream.train([str(text)], model=tmp_path / "two.npz", passes=passes[1], val_fraction=0.2,
                               validate_every=700, dropout=0.3)
     assert first.validations + second.validations == one.validations
     if not extra:   # the first part's end beat its best validated: the second goes on from the validated one
