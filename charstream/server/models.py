@@ -54,9 +54,10 @@ class ModelRegistry:
 
     def current(self):
         """The model to use now (a stat per call; a load only when the file changed)."""
+        model = self.unchanged()
+        if model is not None:
+            return model
         sig = _signature(self.path)
-        if sig == self._good or sig == self._bad:
-            return self.model
         with self._lock:    # one thread loads; the others wait and take its result
             if sig == self._good or sig == self._bad:
                 return self.model

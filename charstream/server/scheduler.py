@@ -238,7 +238,7 @@ class Schedulers:
 
     def for_model(self, model):
         with self._lock:
-            if self.current is None or self.current.model is not model:
+            if not self.has(model):
                 self.current = Scheduler(model, self.lanes, self.threads)
                 self.built += 1
             return self.current
