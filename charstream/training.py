@@ -260,7 +260,7 @@ class Training:
         if want <= 1 or st.chunks > 0 or len(st.tail) > 0 or self._pass_bytes() is None:
             return None
         T = self.options.seq_length or st.seq_length
-        lanes = min(want, self._pass_chars() // (MIN_LANE_CHUNKS * (T + 1)))
+        lanes = min(want, self._round_chars() // (MIN_LANE_CHUNKS * (T + 1)))
         return lanes if lanes > 1 else None
 
     def _pass_chars(self):
@@ -275,11 +275,19 @@ class Training:
         return chars
 
     def _lane_block(self, lanes):
-        """Characters each lane takes of a round: for file sources, their characters (one pass) over
-        the lanes, so that each lane trains one contiguous region per pass; else the Trainer's default."""
+        """Characters each lane takes of a round: for file sources, their characters (one pass, or the
+        --max-chars read of it) over the lanes, so that each lane trains one contiguous region per
+        pass; else the Trainer's default."""
         if lanes <= 1 or self._pass_bytes() is None:
             return None
-        return max(1, (self._pass_chars() - 1) // lanes)
+        return max(1, (self._round_chars() - 1) // lanes)
+
+    def _round_chars(self):
+        """The characters a new run of lanes splits into their regions: one pass over the file sources,
+        or the first --max-chars of it when that stops the run sooner (else the lanes whose regions lie
+        past the stop would wait for text that never comes, and nothing would train)."""
+        chars, most = self._pass_chars(), self.options.max_chars
+        return chars if most is None else min(chars, most)
 
     def _pass_bytes(self):
         """The bytes one pass holds when the sources are all regular files (or their held-in parts), else None."""

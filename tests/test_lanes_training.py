@@ -139,3 +139,22 @@ def test_the_command_takes_dtype_lanes_and_threads(tmp_path):
         assert open(model, "rb").read() == before
     r = run(main, ["info", "--model", model])
     assert "float32" in r.output
+
+
+@pytest.mark.parametrize("max_chars, lanes", [(None, 16), (12_000, 16), (5_000, 9), (1_000, 1)])
+def test_a_new_models_lanes_split_what_the_run_will_read(tmp_path, shakespeare, max_chars, lanes):
+    # The default lanes (16 for the lstm) split one pass of a file into contiguous regions; with
+    # --max-chars inside the first pass they split what is read, or the lanes past the stop get nothing
+    # (a 20,000-character file and --max-chars 5,000 trained no chunk at all before).
+    text = tmp_path / "t.txt"
+    text.write_text(shakespeare, encoding="utf-8")
+    assert len(shakespeare) > 12_000 and shakespeare.isascii()
+    T = cells.DEFAULTS["lstm"].seq_length
+    summary = charstream.train([str(text)], model=tmp_path / "m.npz", cell="lstm", hidden_size=8, passes=1,
+                               max_chars=max_chars, validate=False)
+    st = charstream.load(tmp_path / "m.npz").state
+    assert st.lanes == lanes
+    read = len(shakespeare) if max_chars is None else max_chars
+    if lanes > 1:   # each lane's region: what is read over the lanes, whole chunks of T
+        assert st.block == (read - 1) // lanes // T * T
+    assert summary.chunks == st.chunks >= read // (lanes * (T + 1)) - 1 > 0
