@@ -57,8 +57,8 @@ class Defaults:
 
 
 MIN_LANE_CHUNKS = 8
-DEFAULTS = {"rnn": Defaults(100, 25, 0.1, 0.0), "gru": Defaults(384, 64, 0.003, 0.5, "float32", 16),
-            "lstm": Defaults(384, 64, 0.003, 0.5, "float32", 16)}
+GATED = Defaults(384, 64, 0.003, 0.5, "float32", 16)   # one recipe for both gated cells, measured for each
+DEFAULTS = {"rnn": Defaults(100, 25, 0.1, 0.0), "gru": GATED, "lstm": GATED}
 # gru: the lstm's recipe (docs/cells.md): 180 s on a 2-core Zen 1, seeds 0-2, 1.491, 1.501, 1.497 against
 # the lstm's 1.504, 1.520, 1.510 on the same machine (a gru step is 3 gate blocks to the lstm's 4: 17,500-
 # 18,900 chars/s against 14,300-15,200); on Zen 3, seed 0, 1.479 against 1.742 at H=128, T=25, Adam 0.002,

@@ -7,6 +7,7 @@ bit. Options are the command's long options in Python spelling (`Options`); sign
 output stay in the command, which passes its signal handling in as `interrupts`.
 """
 import contextlib
+import functools
 import itertools
 import math
 import numbers
@@ -263,8 +264,10 @@ class Training:
         lanes = min(want, self._round_chars() // (MIN_LANE_CHUNKS * (T + 1)))
         return lanes if lanes > 1 else None
 
+    @functools.cached_property
     def _pass_chars(self):
-        """The characters of one pass over the (file) sources: UTF-8 lead bytes of each file."""
+        """The characters of one pass over the (file) sources: UTF-8 lead bytes of each file (read once
+        a run: the sources of a pass are fixed when the run is built)."""
         chars = 0
         for s in self.pass_sources:
             if isinstance(s, str):
@@ -286,7 +289,7 @@ class Training:
         """The characters a new run of lanes splits into their regions: one pass over the file sources,
         or the first --max-chars of it when that stops the run sooner (else the lanes whose regions lie
         past the stop would wait for text that never comes, and nothing would train)."""
-        chars, most = self._pass_chars(), self.options.max_chars
+        chars, most = self._pass_chars, self.options.max_chars
         return chars if most is None else min(chars, most)
 
     def _pass_bytes(self):
@@ -323,7 +326,7 @@ class Training:
                 model = open_model(path, max_vocab=o.max_vocab, fixed_vocab=o.fixed_vocab,
                                    **{k: getattr(o, k) for k in NEW_MODEL})
             if self.dropout is None:
-                self.dropout = val.default_dropout(self._pass_chars(), model)
+                self.dropout = val.default_dropout(self._pass_chars, model)
             model.dropout = self.dropout
             if self.validator is not None:
                 self.validator.attach(model)
