@@ -84,6 +84,10 @@ def main():
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--verbose", action="store_true", help="print every round's rates")
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="seconds of sleep before each timed run, for the last run's idle threads (OpenBLAS's, "
+                         "torch's, ours) to stop spinning on the cores it needs")
     a = ap.parse_args()
     print(f"kernel path {ISA}, {a.dtype}, T={T}, V={V}; medians of {a.rounds} rounds")
     print(f"{'row':<24}{'chars/s':>10}{'torch':>10}{'x torch':>9}{'% floor':>9}")
@@ -93,12 +97,16 @@ def main():
         got, ref, share = [], [], []
         for _ in range(a.rounds):
             f = floor(a.dtype, threads, 1.0)   # FLOP/s on those threads, this round
+            time.sleep(a.settle)
             r = ours(cell, L, H, B, threads, a.dtype, a.seconds)
             got.append(r)
             share.append(r * flops_per_char(cell, L, H) / f)
+            time.sleep(a.settle)
             t = torch_rate(cell, L, H, B, threads, a.seconds)
             if t:
                 ref.append(t)
+        if a.verbose:
+            print("  rounds:", [round(g) for g in got], [round(t) for t in ref])
         med = statistics.median(got)
         tref = statistics.median(ref) if ref else None
         print(f"{row:<24}{med:>10,.0f}{(f'{tref:,.0f}' if tref else '-'):>10}"
